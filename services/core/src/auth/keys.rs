@@ -1,0 +1,193 @@
+//! Ed25519 signing keys and access-token claims. The embedded default keeps one generated
+//! key pair in its data directory ([`load_or_create_dev_key`]); anywhere else keys come
+//! from configuration and are never generated implicitly.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::verify::ACCESS_TOKEN_TYPE;
+
+/// File name of the embedded default's signing key (PKCS#8 PEM) inside the data directory.
+pub const DEV_KEY_FILE: &str = "dev-signing-key.pem";
+
+/// The claims of a mesh access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// User id.
+    pub sub: String,
+    /// Tenant id.
+    pub tid: String,
+    /// Session id.
+    pub sid: String,
+    /// Token id.
+    pub jti: String,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Space-separated scopes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+impl AccessClaims {
+    /// Claims for `user` of `tenant` in `session`, valid for `ttl` from now, with a random
+    /// token id.
+    pub fn new(issuer: &str, audience: &str, tenant: &str, user: &str, session: &str, ttl: Duration) -> Self {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        Self {
+            iss: issuer.to_owned(),
+            aud: audience.to_owned(),
+            sub: user.to_owned(),
+            tid: tenant.to_owned(),
+            sid: session.to_owned(),
+            jti: random_id(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            scope: String::new(),
+        }
+    }
+}
+
+/// 128 random bits, URL-safe base64 (22 characters): token and session ids.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An Ed25519 key pair with its key id: signs access tokens; its public half verifies them.
+pub struct SigningKeyPair {
+    kid: String,
+    signing: ed25519_dalek::SigningKey,
+    encoding: EncodingKey,
+}
+
+impl std::fmt::Debug for SigningKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyPair").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl SigningKeyPair {
+    /// A fresh key pair from the OS random source; the key id is derived from the public key.
+    pub fn generate() -> Self {
+        Self::from_signing_key(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng), None)
+    }
+
+    /// Reads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`).
+    pub fn from_pkcs8_pem(pem: &str, kid: Option<String>) -> anyhow::Result<Self> {
+        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).context("not an Ed25519 PKCS#8 private key")?;
+        Ok(Self::from_signing_key(signing, kid))
+    }
+
+    fn from_signing_key(signing: ed25519_dalek::SigningKey, kid: Option<String>) -> Self {
+        let kid = kid.unwrap_or_else(|| {
+            let public = signing.verifying_key().to_bytes();
+            format!("ed25519-{}", URL_SAFE_NO_PAD.encode(&public[..9]))
+        });
+        let der = signing.to_pkcs8_der().expect("an Ed25519 key always encodes as PKCS#8");
+        let encoding = EncodingKey::from_ed_der(der.as_bytes());
+        Self { kid, signing, encoding }
+    }
+
+    /// The key id written into the `kid` header.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The private key as PKCS#8 PEM (to store it; handle as a secret).
+    pub fn private_key_pem(&self) -> String {
+        self.signing.to_pkcs8_pem(LineEnding::LF).expect("an Ed25519 key always encodes as PEM").to_string()
+    }
+
+    /// The public key as SPKI PEM (`-----BEGIN PUBLIC KEY-----`), as `auth.keys` takes it.
+    pub fn public_key_pem(&self) -> String {
+        self.signing.verifying_key().to_public_key_pem(LineEnding::LF).expect("an Ed25519 key always encodes as PEM")
+    }
+
+    /// The raw 32-byte public key.
+    pub fn public_key_bytes(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    /// Signs `claims` as an EdDSA JWT with `kid` and `typ: at+jwt` in the header.
+    pub fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding).context("failed to sign access token")
+    }
+}
+
+/// Loads the embedded default's key pair from `data_dir`, creating the folder and a new key
+/// (file mode 0600) the first time.
+pub fn load_or_create_dev_key(data_dir: &Path) -> anyhow::Result<SigningKeyPair> {
+    let path = data_dir.join(DEV_KEY_FILE);
+    if path.exists() {
+        let pem = std::fs::read_to_string(&path).with_context(|| format!("failed to read {}", path.display()))?;
+        return SigningKeyPair::from_pkcs8_pem(&pem, None)
+            .with_context(|| format!("failed to load {}", path.display()));
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("failed to create data directory {}", data_dir.display()))?;
+    let pair = SigningKeyPair::generate();
+    write_private(&path, pair.private_key_pem().as_bytes())
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(pair)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // create_new: two processes racing to create the key must not both win.
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(contents)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_pair_survives_a_pem_round_trip() {
+        let pair = SigningKeyPair::generate();
+        let again = SigningKeyPair::from_pkcs8_pem(&pair.private_key_pem(), None).unwrap();
+        assert_eq!(again.kid(), pair.kid());
+        assert_eq!(again.public_key_bytes(), pair.public_key_bytes());
+    }
+
+    #[test]
+    fn the_dev_key_is_created_once_and_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_dev_key(&dir.path().join("data")).unwrap();
+        let second = load_or_create_dev_key(&dir.path().join("data")).unwrap();
+        assert_eq!(first.public_key_bytes(), second.public_key_bytes());
+    }
+
+    #[test]
+    fn random_ids_are_22_url_safe_characters() {
+        let id = random_id();
+        assert_eq!(id.len(), 22);
+        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+}

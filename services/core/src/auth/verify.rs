@@ -1,0 +1,207 @@
+//! [`TokenVerifier`]: checks a bearer access token and yields the [`Caller`].
+//!
+//! RFC 8725 rules: the algorithm is pinned to EdDSA (never taken from the token), `kid`
+//! selects among configured keys only, `iss`, `aud`, `exp` and `sub` are required, the
+//! header type must be `at+jwt` (so no other JWT of ours passes as an access token), and
+//! clocks may be off by the configured leeway (60 s by default).
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::DecodePublicKey;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use super::caller::is_valid_principal_id;
+use super::keys::{AccessClaims, SigningKeyPair};
+use super::{Caller, Scope};
+use crate::Error;
+use crate::config::{AuthSettings, ConfigError};
+
+/// The JWT `typ` header of mesh access tokens (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// Verifies access tokens against a fixed set of Ed25519 public keys.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    keys: HashMap<String, DecodingKey>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier").field("kids", &self.keys.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier that requires `issuer` and `audience` and tolerates `leeway` of clock
+    /// skew, with no key yet.
+    pub fn new(issuer: &str, audience: &str, leeway: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Self { keys: HashMap::new(), validation }
+    }
+
+    /// The verifier the `[auth]` settings describe: their keys, plus the embedded default's
+    /// key pair when one is given.
+    pub fn from_settings(settings: &AuthSettings, dev_key: Option<&SigningKeyPair>) -> Result<Self, ConfigError> {
+        let mut verifier = Self::new(&settings.issuer, &settings.audience, settings.leeway);
+        for (index, key) in settings.keys.iter().enumerate() {
+            let pem = match (&key.public_key_pem, &key.public_key_file) {
+                (Some(pem), _) => pem.clone(),
+                (None, Some(file)) => std::fs::read_to_string(file).map_err(|error| {
+                    ConfigError::new(
+                        format!("auth.keys[{index}].public_key_file"),
+                        format!("cannot read {}: {error}", file.display()),
+                        "a readable PEM file",
+                    )
+                })?,
+                (None, None) => unreachable!("validated at load: one of the two is set"),
+            };
+            verifier.add_public_key_pem(&key.kid, &pem).map_err(|error| {
+                ConfigError::new(
+                    format!("auth.keys[{index}]"),
+                    format!("{error:#}"),
+                    "an Ed25519 public key in SPKI PEM form (-----BEGIN PUBLIC KEY-----)",
+                )
+            })?;
+        }
+        if let Some(pair) = dev_key {
+            verifier.add_key_pair(pair);
+        }
+        Ok(verifier)
+    }
+
+    /// Trusts an Ed25519 public key in SPKI PEM form under `kid`.
+    pub fn add_public_key_pem(&mut self, kid: &str, pem: &str) -> anyhow::Result<()> {
+        let key = ed25519_dalek::VerifyingKey::from_public_key_pem(pem).context("not an Ed25519 public key")?;
+        self.add_raw_public_key(kid, &key.to_bytes())
+    }
+
+    /// Trusts the public half of `pair` under its key id.
+    pub fn add_key_pair(&mut self, pair: &SigningKeyPair) {
+        self.add_raw_public_key(pair.kid(), &pair.public_key_bytes()).expect("a generated key is valid");
+    }
+
+    fn add_raw_public_key(&mut self, kid: &str, public: &[u8; 32]) -> anyhow::Result<()> {
+        let key = DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(public))?;
+        self.keys.insert(kid.to_owned(), key);
+        Ok(())
+    }
+
+    /// The key ids this verifier trusts.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
+    /// Verifies `token` and returns who it identifies, or UNAUTHENTICATED with a reason.
+    pub fn verify(&self, token: &str) -> Result<Caller, Error> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| Error::unauthenticated("TOKEN_MALFORMED", "the access token is not a well-formed JWT"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(Error::unauthenticated(
+                "ALGORITHM_NOT_ALLOWED",
+                "the access token is not signed with an allowed algorithm",
+            ));
+        }
+        if header.typ.as_deref().is_none_or(|typ| !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)) {
+            return Err(Error::unauthenticated("TOKEN_TYPE_INVALID", "the token is not an access token"));
+        }
+        let key =
+            header.kid.as_deref().and_then(|kid| self.keys.get(kid)).ok_or_else(|| {
+                Error::unauthenticated("UNKNOWN_KEY", "the access token is signed with an unknown key")
+            })?;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
+            .map_err(|error| rejection(error.kind()))?
+            .claims;
+        if !is_valid_principal_id(&claims.tid)
+            || !is_valid_principal_id(&claims.sub)
+            || claims.sid.is_empty()
+            || claims.jti.is_empty()
+        {
+            return Err(Error::unauthenticated(
+                "TOKEN_INVALID",
+                "the access token's subject, tenant, session or id claim is invalid",
+            ));
+        }
+        Ok(Caller {
+            tenant: claims.tid,
+            user: claims.sub,
+            session: claims.sid,
+            token_id: claims.jti,
+            scopes: claims.scope.split_whitespace().map(|scope| Scope(scope.to_owned())).collect(),
+            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
+        })
+    }
+}
+
+fn rejection(kind: &ErrorKind) -> Error {
+    match kind {
+        ErrorKind::ExpiredSignature => Error::unauthenticated("TOKEN_EXPIRED", "the access token has expired"),
+        ErrorKind::ImmatureSignature => {
+            Error::unauthenticated("TOKEN_NOT_YET_VALID", "the access token is not valid yet")
+        }
+        ErrorKind::InvalidSignature => {
+            Error::unauthenticated("TOKEN_SIGNATURE_INVALID", "the access token's signature does not verify")
+        }
+        ErrorKind::InvalidIssuer => {
+            Error::unauthenticated("TOKEN_ISSUER_INVALID", "the access token was issued by someone else")
+        }
+        ErrorKind::InvalidAudience => {
+            Error::unauthenticated("TOKEN_AUDIENCE_INVALID", "the access token is meant for another audience")
+        }
+        ErrorKind::MissingRequiredClaim(claim) => Error::unauthenticated(
+            "TOKEN_CLAIM_MISSING",
+            format!("the access token lacks the required `{claim}` claim"),
+        ),
+        ErrorKind::InvalidAlgorithm => {
+            Error::unauthenticated("ALGORITHM_NOT_ALLOWED", "the access token is not signed with an allowed algorithm")
+        }
+        _ => Error::unauthenticated("TOKEN_INVALID", "the access token is invalid"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Code;
+
+    fn verifier_for(pair: &SigningKeyPair) -> TokenVerifier {
+        let mut verifier = TokenVerifier::new("mesh", "mesh", Duration::from_secs(60));
+        verifier.add_key_pair(pair);
+        verifier
+    }
+
+    #[test]
+    fn a_valid_token_yields_its_caller() {
+        let pair = SigningKeyPair::generate();
+        let mut claims = AccessClaims::new("mesh", "mesh", "t1", "u1", "s1", Duration::from_secs(900));
+        claims.scope = "admin feed:write".to_owned();
+        let caller = verifier_for(&pair).verify(&pair.sign(&claims).unwrap()).unwrap();
+        assert_eq!((caller.tenant.as_str(), caller.user.as_str(), caller.session.as_str()), ("t1", "u1", "s1"));
+        assert!(caller.has_scope("admin") && caller.has_scope("feed:write") && !caller.has_scope("root"));
+    }
+
+    #[test]
+    fn garbage_is_rejected_as_malformed() {
+        let pair = SigningKeyPair::generate();
+        let error = verifier_for(&pair).verify("not-a-token").unwrap_err();
+        assert_eq!((error.code(), error.reason()), (Code::Unauthenticated, "TOKEN_MALFORMED"));
+    }
+
+    #[test]
+    fn an_invalid_tenant_claim_is_rejected() {
+        let pair = SigningKeyPair::generate();
+        let claims = AccessClaims::new("mesh", "mesh", "t 1/..", "u1", "s1", Duration::from_secs(900));
+        let error = verifier_for(&pair).verify(&pair.sign(&claims).unwrap()).unwrap_err();
+        assert_eq!(error.reason(), "TOKEN_INVALID");
+    }
+}

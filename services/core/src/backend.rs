@@ -1,0 +1,96 @@
+//! Health probes of the I/O backends a service depends on. `meshd` polls them and reports
+//! each service NOT_SERVING through grpc.health.v1 while one of its backends is down.
+//!
+//! Two implementations: [`MemoryProbe`] (in-process backends are up while the process is)
+//! and [`RedisProbe`] (a `PING` through the bb8 command pool, with a deadline).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::Error;
+use crate::config::RedisSettings;
+
+/// The bb8 pool of multiplexed Redis connections every Redis-backed store shares.
+pub type RedisPool = bb8::Pool<redis::Client>;
+
+/// A boxed future returned by [`BackendProbe::check`].
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+/// Tells whether one backend answers.
+pub trait BackendProbe: Send + Sync + 'static {
+    /// A short name for logs, e.g. `redis` or `memory`.
+    fn name(&self) -> &str;
+
+    /// Resolves to `Ok` when the backend answers in time, UNAVAILABLE otherwise.
+    fn check(&self) -> ProbeFuture<'_>;
+}
+
+/// The probe of in-process backends: always up.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryProbe;
+
+impl BackendProbe for MemoryProbe {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn check(&self) -> ProbeFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Pings Redis through the command pool.
+#[derive(Debug, Clone)]
+pub struct RedisProbe {
+    pool: RedisPool,
+    timeout: Duration,
+}
+
+impl RedisProbe {
+    /// A probe that pings through `pool` and gives up after `timeout`.
+    pub fn new(pool: RedisPool, timeout: Duration) -> Self {
+        Self { pool, timeout }
+    }
+}
+
+impl BackendProbe for RedisProbe {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn check(&self) -> ProbeFuture<'_> {
+        Box::pin(async move {
+            let ping = async {
+                let mut connection = self
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|error| redis_unavailable().with_source(anyhow::anyhow!("{error}")))?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut *connection)
+                    .await
+                    .map_err(|error| redis_unavailable().with_source(error))?;
+                Ok(())
+            };
+            tokio::time::timeout(self.timeout, ping).await.unwrap_or_else(|_| Err(redis_unavailable()))
+        })
+    }
+}
+
+fn redis_unavailable() -> Error {
+    Error::unavailable("BACKEND_UNAVAILABLE", "redis is unavailable")
+}
+
+/// Builds the command pool for `url` without waiting for Redis: connections are opened on
+/// demand, so a Redis that is down at start-up shows as NOT_SERVING instead of stopping
+/// the process.
+pub fn redis_pool(url: &str, settings: &RedisSettings) -> anyhow::Result<RedisPool> {
+    let client = redis::Client::open(url)?;
+    Ok(bb8::Pool::builder()
+        .max_size(settings.pool_size)
+        .min_idle(None)
+        .connection_timeout(settings.connect_timeout)
+        .retry_connection(false)
+        .build_unchecked(client))
+}

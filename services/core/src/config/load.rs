@@ -1,0 +1,337 @@
+//! Loading and validating [`Settings`]: figment merges the layers, serde checks the types,
+//! [`validate`] checks the values, and every failure becomes one [`ConfigError`] that names
+//! the key, says what is wrong with the value and what is expected.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::error::Kind;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer};
+
+use super::{LogFormat, Settings};
+
+/// Prefix of the environment variables read as configuration: `MESH__SERVER__LISTEN` sets
+/// `server.listen`.
+pub const ENV_PREFIX: &str = "MESH__";
+
+/// Where configuration comes from besides the built-in defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A TOML file (`--config`); it must exist when given.
+    pub file: Option<PathBuf>,
+}
+
+/// Command-line flags, applied last.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<SocketAddr>,
+    /// `--services`, comma-separated
+    pub services: Option<Vec<String>>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--log-format`
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration value that cannot be used: start-up stops with this message and exit
+/// code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key, dotted (`server.listen`), or the flag (`--config`).
+    pub key: String,
+    /// Where the value came from, when known (a file, an environment variable).
+    pub origin: Option<String>,
+    /// What is wrong with the value.
+    pub problem: String,
+    /// What would be accepted.
+    pub expected: String,
+}
+
+impl ConfigError {
+    /// An error of `key`: `problem`, expecting `expected`.
+    pub fn new(key: impl Into<String>, problem: impl Into<String>, expected: impl Into<String>) -> Self {
+        Self { key: key.into(), origin: None, problem: problem.into(), expected: expected.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: `{}`", self.key)?;
+        if let Some(origin) = &self.origin {
+            write!(f, " (from {origin})")?;
+        }
+        write!(f, ": {}; expected {}", self.problem, self.expected)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads the settings: defaults, then `sources.file`, then `MESH__*` variables, then the
+/// flags in `overrides`; then validates every value.
+///
+/// With no file and no `MESH__` variable this is the embedded default, and only then does
+/// `auth.dev_key` default to true.
+pub fn load(sources: &Sources, overrides: &Overrides) -> Result<Settings, ConfigError> {
+    let embedded_default = sources.file.is_none() && !std::env::vars().any(|(name, _)| name.starts_with(ENV_PREFIX));
+    let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+    if embedded_default {
+        figment = figment.merge(Serialized::default("auth.dev_key", true));
+    }
+    if let Some(file) = &sources.file {
+        if !file.is_file() {
+            return Err(ConfigError::new(
+                "--config",
+                format!("no file at {}", file.display()),
+                "the path of a readable TOML file",
+            ));
+        }
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    if let Some(listen) = overrides.listen {
+        figment = figment.merge(Serialized::default("server.listen", listen));
+    }
+    if let Some(services) = &overrides.services {
+        figment = figment.merge(Serialized::default("services", services));
+    }
+    if let Some(data_dir) = &overrides.data_dir {
+        figment = figment.merge(Serialized::default("data_dir", data_dir));
+    }
+    if let Some(format) = overrides.log_format {
+        figment = figment.merge(Serialized::default("log.format", format));
+    }
+    let settings: Settings = figment.extract().map_err(|error| from_figment(*first(error)))?;
+    validate(&settings)?;
+    Ok(settings)
+}
+
+fn first(error: figment::Error) -> Box<figment::Error> {
+    // figment chains several errors; the first one is enough to fix, and we report one.
+    Box::new(error.into_iter().next().expect("a figment error holds at least one error"))
+}
+
+/// Keys whose values are never echoed back, even when they are wrong.
+const SECRET_KEYS: &[&str] = &["redis.url"];
+
+fn from_figment(error: figment::Error) -> ConfigError {
+    let mut path = error.path.clone();
+    if let Kind::UnknownField(field, _) = &error.kind {
+        path.push(field.clone());
+    }
+    let key = path.join(".");
+    let secret = SECRET_KEYS.contains(&key.as_str());
+    let (problem, serde_expected) = match &error.kind {
+        Kind::UnknownField(field, known) => {
+            let known =
+                if known.is_empty() { "no keys here".to_owned() } else { format!("one of: {}", known.join(", ")) };
+            (format!("unknown key `{field}`"), known)
+        }
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) if !secret => {
+            (format!("{actual} is not accepted"), expected.clone())
+        }
+        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) => {
+            ("the value is not accepted".to_owned(), expected.clone())
+        }
+        Kind::UnknownVariant(variant, known) => {
+            (format!("unknown value `{variant}`"), format!("one of: {}", known.join(", ")))
+        }
+        Kind::MissingField(field) => (format!("missing key `{field}`"), "the key to be set".to_owned()),
+        Kind::Message(message) if !secret => (message.clone(), String::new()),
+        other if !secret => (other.to_string(), String::new()),
+        _ => ("the value is not accepted".to_owned(), String::new()),
+    };
+    let expected = expected_for(&key).map(str::to_owned).unwrap_or(serde_expected);
+    let origin = error.metadata.as_ref().map(|metadata| match &metadata.source {
+        Some(figment::Source::File(file)) => format!("file {}", file.display()),
+        _ if metadata.name.contains("environment") => {
+            format!("environment variable {ENV_PREFIX}{}", path.join("__").to_uppercase())
+        }
+        _ => metadata.name.to_string(),
+    });
+    ConfigError {
+        key,
+        origin,
+        problem,
+        expected: if expected.is_empty() { "a valid value".to_owned() } else { expected },
+    }
+}
+
+/// What each key accepts, in words, for error messages.
+fn expected_for(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "server.listen" => "an IP socket address such as 127.0.0.1:50051 (port 0 picks a free port)",
+        "server.drain_timeout" | "server.http2_keepalive_interval" | "auth.leeway" | "redis.connect_timeout" => {
+            "a duration such as 10s or 250ms"
+        }
+        "server.max_concurrent_streams" | "server.max_header_list_size" => "a whole number from 1 to 4294967295",
+        "server.max_pending_accept_reset_streams"
+        | "server.max_local_error_reset_streams"
+        | "server.max_decoding_message_size"
+        | "server.max_encoding_message_size"
+        | "redis.pool_size" => "a positive whole number",
+        "server.reflection" | "auth.dev_key" => "true or false",
+        "server.cors_allowed_origins" => "a list of origins such as https://app.example.com, or *",
+        "log.format" => "text or json",
+        "redis.url" => "a URL such as redis://127.0.0.1:6379",
+        "services" => "a comma-separated list of service names",
+        _ => return None,
+    })
+}
+
+/// Checks the values that types alone cannot: ranges, formats, combinations.
+fn validate(settings: &Settings) -> Result<(), ConfigError> {
+    let server = &settings.server;
+    check_range("server.drain_timeout", server.drain_timeout, Duration::ZERO, Duration::from_secs(600))?;
+    check_at_least("server.max_concurrent_streams", u64::from(server.max_concurrent_streams), 1)?;
+    check_at_least("server.max_header_list_size", u64::from(server.max_header_list_size), 1024)?;
+    check_at_least("server.max_decoding_message_size", server.max_decoding_message_size as u64, 1024)?;
+    check_at_least("server.max_encoding_message_size", server.max_encoding_message_size as u64, 1024)?;
+    check_range(
+        "server.http2_keepalive_interval",
+        server.http2_keepalive_interval,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    )?;
+    for origin in &server.cors_allowed_origins {
+        let valid = origin == "*" || is_origin(origin);
+        if !valid {
+            return Err(ConfigError::new(
+                "server.cors_allowed_origins",
+                format!("`{origin}` is not an origin"),
+                "origins such as https://app.example.com (scheme, host, optional port), or *",
+            ));
+        }
+    }
+
+    let auth = &settings.auth;
+    if auth.issuer.trim().is_empty() {
+        return Err(ConfigError::new("auth.issuer", "it is empty", "the issuer (`iss`) every access token must carry"));
+    }
+    if auth.audience.trim().is_empty() {
+        return Err(ConfigError::new(
+            "auth.audience",
+            "it is empty",
+            "the audience (`aud`) every access token must carry",
+        ));
+    }
+    check_range("auth.leeway", auth.leeway, Duration::ZERO, Duration::from_secs(300))?;
+    let mut kids = HashSet::new();
+    for (index, key) in auth.keys.iter().enumerate() {
+        let field = format!("auth.keys[{index}]");
+        if key.kid.trim().is_empty() || !kids.insert(key.kid.as_str()) {
+            return Err(ConfigError::new(
+                format!("{field}.kid"),
+                "it is empty or used twice",
+                "a key id unique among auth.keys",
+            ));
+        }
+        if key.public_key_pem.is_some() == key.public_key_file.is_some() {
+            return Err(ConfigError::new(
+                field,
+                "it sets neither or both of public_key_pem and public_key_file",
+                "exactly one of public_key_pem and public_key_file",
+            ));
+        }
+    }
+    if auth.keys.is_empty() && !auth.dev_key {
+        return Err(ConfigError::new(
+            "auth.keys",
+            "no key to verify access tokens is configured",
+            "at least one [[auth.keys]] entry, or auth.dev_key = true for local development",
+        ));
+    }
+
+    if let Err(error) = tracing_subscriber::EnvFilter::try_new(&settings.log.filter) {
+        return Err(ConfigError::new(
+            "log.filter",
+            format!("`{}` does not parse: {error}", settings.log.filter),
+            "a tracing filter such as info or meshd=debug,info",
+        ));
+    }
+
+    let redis = &settings.redis;
+    if let Some(url) = &redis.url {
+        let url = url.expose();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+            return Err(ConfigError::new(
+                "redis.url",
+                "the value is not a Redis URL (it is not echoed: it may hold a password)",
+                "a URL such as redis://127.0.0.1:6379",
+            ));
+        }
+    }
+    if !(1..=1024).contains(&redis.pool_size) {
+        return Err(ConfigError::new(
+            "redis.pool_size",
+            format!("{} is out of range", redis.pool_size),
+            "a whole number from 1 to 1024",
+        ));
+    }
+    check_range("redis.connect_timeout", redis.connect_timeout, Duration::from_millis(1), Duration::from_secs(60))?;
+    for (index, name) in settings.services.iter().enumerate() {
+        if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'-') {
+            return Err(ConfigError::new(
+                format!("services[{index}]"),
+                format!("`{name}` is not a service name"),
+                "lowercase service names such as session or feed",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An origin is a scheme and a host with an optional port: no path, no spaces.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, authority)) = text.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && !authority.contains(['/', ' ', '?', '#'])
+        && http::HeaderValue::from_str(text).is_ok()
+}
+
+fn check_range(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::new(
+            key,
+            format!("{} is out of range", humantime::format_duration(value)),
+            format!("a duration from {} to {}", humantime::format_duration(min), humantime::format_duration(max)),
+        ));
+    }
+    Ok(())
+}
+
+fn check_at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::new(
+            key,
+            format!("{value} is too small"),
+            format!("a whole number of at least {min}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Deserializes a list given either as a sequence or as one comma-separated string (the
+/// only form an environment variable can take: `MESH__SERVICES=session,feed`).
+pub(super) fn comma_separated<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(deserializer)? {
+        ListOrString::List(list) => list,
+        ListOrString::String(text) => {
+            text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
+        }
+    })
+}

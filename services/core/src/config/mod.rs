@@ -1,0 +1,204 @@
+//! Typed configuration of `meshd`, layered: built-in defaults, then an optional TOML file
+//! (`--config`), then `MESH__SECTION__KEY` environment variables, then command-line flags.
+//!
+//! Every key is documented on its field and in the README. Unknown keys are rejected (a
+//! typo must not silently fall back to a default), and [`load`] checks every value, so a
+//! bad one stops start-up with the key, the problem and what is expected.
+
+mod load;
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, Overrides, Sources, load};
+pub use secret::Secret;
+
+/// Everything `meshd` reads at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Folder for local state of the embedded default (the dev signing key, later blobs).
+    /// Key `data_dir`, default `.mesh` under the working directory.
+    pub data_dir: PathBuf,
+    /// The mesh services to run, by short name (`session`, `feed`, `auth`, `storage`).
+    /// Key `services`, default: every service this build contains. Empty means all.
+    #[serde(deserialize_with = "load::comma_separated")]
+    pub services: Vec<String>,
+    /// The listener and its protocol limits.
+    pub server: ServerSettings,
+    /// Access-token verification.
+    pub auth: AuthSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// The shared Redis, when one is configured (none in the embedded default).
+    pub redis: RedisSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".mesh"),
+            services: Vec::new(),
+            server: ServerSettings::default(),
+            auth: AuthSettings::default(),
+            log: LogSettings::default(),
+            redis: RedisSettings::default(),
+        }
+    }
+}
+
+/// Section `[server]`: the one port that serves gRPC, grpc-web and plain HTTP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    /// Key `server.listen`, default `127.0.0.1:50051`.
+    pub listen: SocketAddr,
+    /// After SIGINT/SIGTERM, how long open calls and streams may run on before streams are
+    /// ended with UNAVAILABLE. Key `server.drain_timeout`, default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// HTTP/2 concurrent streams per connection. Key `server.max_concurrent_streams`,
+    /// default 1024.
+    pub max_concurrent_streams: u32,
+    /// Largest request header list in bytes. Key `server.max_header_list_size`, default 16384.
+    pub max_header_list_size: u32,
+    /// Streams a client may reset before they are accepted (rapid-reset protection).
+    /// Key `server.max_pending_accept_reset_streams`, default 20.
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server may reset because of client protocol errors before it closes the
+    /// connection. Key `server.max_local_error_reset_streams`, default 256.
+    pub max_local_error_reset_streams: usize,
+    /// Largest decoded request message in bytes. Key `server.max_decoding_message_size`,
+    /// default 4194304 (4 MiB).
+    pub max_decoding_message_size: usize,
+    /// Largest encoded response message in bytes. Key `server.max_encoding_message_size`,
+    /// default 4194304 (4 MiB).
+    pub max_encoding_message_size: usize,
+    /// HTTP/2 keepalive ping interval; idle peers that do not answer are dropped.
+    /// Key `server.http2_keepalive_interval`, default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// Serve gRPC server reflection (v1 and v1alpha). Key `server.reflection`, default true.
+    pub reflection: bool,
+    /// Origins allowed to call through grpc-web from a browser; `*` allows any.
+    /// Key `server.cors_allowed_origins`, default `["*"]` (bearer tokens, no cookies).
+    #[serde(deserialize_with = "load::comma_separated")]
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            drain_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 1024,
+            max_header_list_size: 16 * 1024,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 256,
+            max_decoding_message_size: 4 * 1024 * 1024,
+            max_encoding_message_size: 4 * 1024 * 1024,
+            http2_keepalive_interval: Duration::from_secs(30),
+            reflection: true,
+            cors_allowed_origins: vec!["*".to_owned()],
+        }
+    }
+}
+
+/// Section `[auth]`: how access tokens are verified (RFC 8725: EdDSA pinned).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Required `iss` claim. Key `auth.issuer`, default `mesh`.
+    pub issuer: String,
+    /// Required `aud` claim. Key `auth.audience`, default `mesh`.
+    pub audience: String,
+    /// Clock skew tolerated on `exp`/`nbf`. Key `auth.leeway`, default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Keep a generated Ed25519 key pair in `data_dir` and trust it. Key `auth.dev_key`,
+    /// default true only in the embedded default (no config file, no `MESH__` variable);
+    /// never implied once any configuration is given.
+    pub dev_key: bool,
+    /// Public keys trusted for verification, selected by the token's `kid`.
+    pub keys: Vec<VerificationKey>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "mesh".to_owned(),
+            audience: "mesh".to_owned(),
+            leeway: Duration::from_secs(60),
+            dev_key: false,
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// One trusted public key (`[[auth.keys]]`): an Ed25519 key in SPKI PEM form, inline or in
+/// a file. Exactly one of `public_key_pem` and `public_key_file` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationKey {
+    /// Key id matched against the token header's `kid`.
+    pub kid: String,
+    /// The PEM text (`-----BEGIN PUBLIC KEY-----`).
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    /// Path of a PEM file.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+}
+
+/// Section `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (readable, for terminals) or `json` (one object per line, for production).
+    /// Key `log.format`, default `text`; flag `--log-format`.
+    pub format: LogFormat,
+    /// A tracing filter directive, e.g. `info` or `meshd=debug,info`. Key `log.filter`,
+    /// default `info`.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, filter: "info".to_owned() }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Section `[redis]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`; unset means in-memory backends. It may
+    /// hold a password, so it is never printed. Key `redis.url`.
+    pub url: Option<Secret<String>>,
+    /// Connections in the command pool. Key `redis.pool_size`, default 16.
+    pub pool_size: u32,
+    /// Time allowed to open a connection. Key `redis.connect_timeout`, default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self { url: None, pool_size: 16, connect_timeout: Duration::from_secs(2) }
+    }
+}

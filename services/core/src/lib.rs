@@ -1,0 +1,23 @@
+//! mesh-core: the foundation every mesh service and `meshd` build on.
+//!
+//! - [`config`]: typed, layered [`Settings`](config::Settings) (defaults, TOML file,
+//!   `MESH__SECTION__KEY` environment variables) with start-up validation.
+//! - [`error`]: the one error model of the mesh, free of transport types.
+//! - [`auth`]: the verified [`Caller`](auth::Caller), access-token verification and the
+//!   signing key pair used by the embedded default (`meshd dev-token`).
+//! - [`transport`]: everything that knows gRPC/HTTP: the error-to-`Status` mapping, the
+//!   auth layer, the per-RPC layer (tracing span, shutdown of open streams), HTTP/2 limits.
+//! - [`backend`]: health probes of I/O backends (memory and Redis).
+//! - [`telemetry`]: the tracing subscriber (readable or JSON logs).
+//!
+//! Domain code of a service uses `config`, `error` and `auth`; only `grpc` adapters and
+//! `meshd` reach into `transport`.
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod telemetry;
+pub mod transport;
+
+pub use error::{Error, FieldViolation, Result};
