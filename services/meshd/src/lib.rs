@@ -1,1 +1,19 @@
+//! meshd: the composition root of the mesh. It turns [`Settings`](mesh_core::config::Settings)
+//! into a running server: one port serving gRPC, grpc-web (HTTP/1.1 included) and plain
+//! HTTP, with health, reflection, the auth layer, per-RPC tracing and graceful shutdown.
+//!
+//! - [`cli`]: the command line (`meshd`, `meshd dev-token`, `meshd print-config`) and exit codes.
+//! - [`app`]: building the application from settings and serving it on a bound listener.
+//! - [`registry`]: the mesh services this build can run (`--services`).
+//! - [`health`]: grpc.health.v1 statuses driven by backend probes.
+//! - [`http`]: the plain HTTP endpoints beside gRPC.
+//!
+//! Wiring happens here and nowhere else: no globals, no service locator.
 
+pub mod app;
+pub mod cli;
+pub mod health;
+pub mod http;
+pub mod registry;
+
+pub use app::{App, StartupError};

@@ -76,7 +76,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let grpc = is_grpc(request.headers());
-        let span = tracing::info_span!("rpc", method = %request.uri().path(), code = tracing::field::Empty);
+        let span = tracing::info_span!("rpc", method = %request.uri().path());
         let future = span.in_scope(|| self.inner.call(request));
         RpcFuture {
             future,
@@ -219,7 +219,6 @@ impl Record {
         self.finished = true;
         let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let code = if self.grpc { tonic::Code::from_i32(code) } else { tonic::Code::Ok };
-        self.span.record("code", tracing::field::display(code_name(code)));
         let _entered = self.span.enter();
         match code {
             tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {

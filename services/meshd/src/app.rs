@@ -1,0 +1,242 @@
+//! The application: [`App::build`] turns settings into everything meshd serves, and
+//! [`App::serve`] runs it on a bound listener until the shutdown future resolves.
+//!
+//! Layers, outermost first: CORS (answers browser preflights); then plain HTTP routes, or
+//! for everything else the grpc-web translation (tonic-web, HTTP/1.1 included), the RPC
+//! layer (tracing span, end of open streams at shutdown), the auth layer (bearer token ->
+//! `Caller`) and the gRPC services.
+//!
+//! Shutdown: stop accepting and send GOAWAY, report NOT_SERVING, let calls and streams run
+//! on for `server.drain_timeout`, then end every open stream with UNAVAILABLE and a retry
+//! hint, and return once the connections have closed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use mesh_core::auth::{SigningKeyPair, TokenVerifier, load_or_create_dev_key};
+use mesh_core::config::{ConfigError, ServerSettings, Settings};
+use mesh_core::transport::{AuthLayer, RpcLayer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::{Routes, RoutesBuilder};
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::health::{self, HealthTarget};
+use crate::registry::{self, ServiceEntry};
+
+/// gRPC names of the reflection services.
+const REFLECTION_SERVICES: [&str; 2] = ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+/// The health service's own name.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+/// How often backend probes run.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// Extra time, after the drain period, for ended streams to flush before serve returns.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why meshd could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A configuration value is unusable (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Anything else (exit code 1).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// A built application, ready to serve.
+pub struct App {
+    settings: Settings,
+    verifier: Arc<TokenVerifier>,
+    dev_key: Option<SigningKeyPair>,
+    services: Vec<ServiceEntry>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("services", &self.services).field("verifier", &self.verifier).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Builds the application: selects the services, loads or creates the dev key when
+    /// `auth.dev_key` is on, and builds the token verifier.
+    pub fn build(settings: Settings) -> Result<Self, StartupError> {
+        let services = registry::select(&settings.services)?;
+        let dev_key = if settings.auth.dev_key { Some(load_or_create_dev_key(&settings.data_dir)?) } else { None };
+        let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth, dev_key.as_ref())?);
+        Ok(Self { settings, verifier, dev_key, services })
+    }
+
+    /// The settings the application was built from.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The embedded default's signing key, when `auth.dev_key` is on.
+    pub fn dev_key(&self) -> Option<&SigningKeyPair> {
+        self.dev_key.as_ref()
+    }
+
+    /// Fully-qualified names of every gRPC service this application serves.
+    pub fn grpc_service_names(&self) -> Vec<String> {
+        let mut names = vec![HEALTH_SERVICE.to_owned()];
+        if self.settings.server.reflection {
+            names.extend(REFLECTION_SERVICES.iter().map(|name| (*name).to_owned()));
+        }
+        names.extend(self.services.iter().flat_map(|entry| entry.grpc_names.iter().map(|name| (*name).to_owned())));
+        names
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let server_settings = self.settings.server.clone();
+        let end_streams = CancellationToken::new();
+        let stopping = CancellationToken::new();
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health_service = health_service
+            .max_decoding_message_size(server_settings.max_decoding_message_size)
+            .max_encoding_message_size(server_settings.max_encoding_message_size);
+        let targets = self.health_targets();
+        let monitor = health::spawn_monitor(reporter.clone(), targets.clone(), HEALTH_PROBE_INTERVAL, stopping.clone()).await;
+
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        if server_settings.reflection {
+            add_reflection(&mut routes, &self.grpc_service_names(), &server_settings)?;
+        }
+        // gRPC (and grpc-web) calls pass the grpc-web translation, the RPC layer and the
+        // auth layer; plain HTTP routes are matched first and skip all three (tonic-web
+        // would answer a plain HTTP/1.1 request with 400).
+        let grpc = tower::ServiceBuilder::new()
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(RpcLayer::new(end_streams.clone()))
+            .layer(AuthLayer::new(self.verifier.clone()))
+            .service(routes.routes());
+        let routes = Routes::from(crate::http::router(self.grpc_service_names()).fallback_service(grpc));
+
+        let drain = server_settings.drain_timeout;
+        let signal = shutdown_sequence(shutdown, reporter, targets, stopping.clone(), end_streams, drain);
+        let server = Server::builder()
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .max_concurrent_streams(server_settings.max_concurrent_streams)
+            .http2_max_header_list_size(server_settings.max_header_list_size)
+            .http2_max_pending_accept_reset_streams(Some(server_settings.max_pending_accept_reset_streams))
+            .http2_max_local_error_reset_streams(Some(server_settings.max_local_error_reset_streams))
+            .http2_keepalive_interval(Some(server_settings.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .layer(cors_layer(&server_settings))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+        // Connections that do not close after their streams were ended (a peer that never
+        // reads) must not keep the process alive forever.
+        let deadline = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(drain + CLOSE_GRACE).await;
+        };
+        let result = tokio::select! {
+            result = server => result.map_err(anyhow::Error::from),
+            () = deadline => {
+                tracing::warn!("connections still open after the drain period; closing them");
+                Ok(())
+            }
+        };
+        monitor.abort();
+        result
+    }
+
+    fn health_targets(&self) -> Vec<HealthTarget> {
+        let mut targets: Vec<HealthTarget> = Vec::new();
+        if self.settings.server.reflection {
+            targets.extend(REFLECTION_SERVICES.iter().map(|name| HealthTarget { service: (*name).to_owned(), probes: Vec::new() }));
+        }
+        for entry in &self.services {
+            targets.extend(entry.grpc_names.iter().map(|name| HealthTarget { service: (*name).to_owned(), probes: Vec::new() }));
+        }
+        targets
+    }
+}
+
+/// Resolves when the server must stop accepting; meanwhile arranges the rest of shutdown.
+async fn shutdown_sequence(
+    shutdown: impl Future<Output = ()>,
+    reporter: HealthReporter,
+    targets: Vec<HealthTarget>,
+    stopping: CancellationToken,
+    end_streams: CancellationToken,
+    drain: Duration,
+) {
+    shutdown.await;
+    tracing::info!(drain = %humantime_duration(drain), "shutting down: no new connections, draining open calls");
+    stopping.cancel();
+    health::report_shutdown(&reporter, &targets).await;
+    tokio::spawn(async move {
+        tokio::time::sleep(drain).await;
+        tracing::info!("drain period over: ending open streams with UNAVAILABLE");
+        end_streams.cancel();
+    });
+}
+
+fn humantime_duration(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
+fn add_reflection(routes: &mut RoutesBuilder, served: &[String], settings: &ServerSettings) -> anyhow::Result<()> {
+    let builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(mesh_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .include_reflection_service(false);
+        for name in served {
+            builder = builder.with_service_name(name.clone());
+        }
+        builder
+    };
+    routes.add_service(
+        builder()
+            .build_v1()?
+            .max_decoding_message_size(settings.max_decoding_message_size)
+            .max_encoding_message_size(settings.max_encoding_message_size),
+    );
+    routes.add_service(
+        builder()
+            .build_v1alpha()?
+            .max_decoding_message_size(settings.max_decoding_message_size)
+            .max_encoding_message_size(settings.max_encoding_message_size),
+    );
+    Ok(())
+}
+
+/// CORS for grpc-web callers: the headers a grpc-web client sends are allowed, and the
+/// gRPC status headers are exposed so browser code can read them.
+fn cors_layer(settings: &ServerSettings) -> CorsLayer {
+    let origins = if settings.cors_allowed_origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(settings.cors_allowed_origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()))
+    };
+    let allow_headers = ["content-type", "x-grpc-web", "x-user-agent", "grpc-timeout", "authorization", "traceparent", "tracestate"];
+    let expose_headers = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
+        .allow_headers(allow_headers.map(HeaderName::from_static))
+        .expose_headers(expose_headers.map(HeaderName::from_static))
+        .max_age(Duration::from_secs(24 * 60 * 60))
+}
+
+/// Binds `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| anyhow::anyhow!("failed to listen on {addr}: {error}"))
+}
