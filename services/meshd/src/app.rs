@@ -31,7 +31,8 @@ use crate::health::{self, HealthTarget};
 use crate::registry::{self, ServiceEntry};
 
 /// gRPC names of the reflection services.
-const REFLECTION_SERVICES: [&str; 2] = ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+const REFLECTION_SERVICES: [&str; 2] =
+    ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
 /// The health service's own name.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 /// How often backend probes run.
@@ -60,7 +61,10 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("services", &self.services).field("verifier", &self.verifier).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("services", &self.services)
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,7 +99,11 @@ impl App {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains and returns.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let server_settings = self.settings.server.clone();
         let end_streams = CancellationToken::new();
         let stopping = CancellationToken::new();
@@ -105,7 +113,8 @@ impl App {
             .max_decoding_message_size(server_settings.max_decoding_message_size)
             .max_encoding_message_size(server_settings.max_encoding_message_size);
         let targets = self.health_targets();
-        let monitor = health::spawn_monitor(reporter.clone(), targets.clone(), HEALTH_PROBE_INTERVAL, stopping.clone()).await;
+        let monitor =
+            health::spawn_monitor(reporter.clone(), targets.clone(), HEALTH_PROBE_INTERVAL, stopping.clone()).await;
 
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service);
@@ -157,10 +166,14 @@ impl App {
     fn health_targets(&self) -> Vec<HealthTarget> {
         let mut targets: Vec<HealthTarget> = Vec::new();
         if self.settings.server.reflection {
-            targets.extend(REFLECTION_SERVICES.iter().map(|name| HealthTarget { service: (*name).to_owned(), probes: Vec::new() }));
+            targets.extend(
+                REFLECTION_SERVICES.iter().map(|name| HealthTarget { service: (*name).to_owned(), probes: Vec::new() }),
+            );
         }
         for entry in &self.services {
-            targets.extend(entry.grpc_names.iter().map(|name| HealthTarget { service: (*name).to_owned(), probes: Vec::new() }));
+            targets.extend(
+                entry.grpc_names.iter().map(|name| HealthTarget { service: (*name).to_owned(), probes: Vec::new() }),
+            );
         }
         targets
     }
@@ -226,7 +239,8 @@ fn cors_layer(settings: &ServerSettings) -> CorsLayer {
     } else {
         AllowOrigin::list(settings.cors_allowed_origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()))
     };
-    let allow_headers = ["content-type", "x-grpc-web", "x-user-agent", "grpc-timeout", "authorization", "traceparent", "tracestate"];
+    let allow_headers =
+        ["content-type", "x-grpc-web", "x-user-agent", "grpc-timeout", "authorization", "traceparent", "tracestate"];
     let expose_headers = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
     CorsLayer::new()
         .allow_origin(origins)

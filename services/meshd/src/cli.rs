@@ -16,6 +16,7 @@ use mesh_core::auth::{AccessClaims, load_or_create_dev_key, random_id};
 use mesh_core::config::{self, ConfigError, LogFormat, Overrides, Settings, Sources};
 
 use crate::app::{self, App, StartupError};
+use crate::registry;
 
 /// meshd: the mesh's gRPC, grpc-web and HTTP server.
 #[derive(Debug, Parser)]
@@ -108,7 +109,10 @@ fn load_settings(cli: &Cli) -> Result<Settings, ConfigError> {
             LogFormatArg::Json => LogFormat::Json,
         }),
     };
-    config::load(&Sources { file: cli.config.clone() }, &overrides)
+    let settings = config::load(&Sources { file: cli.config.clone() }, &overrides)?;
+    // Every command checks the service selection, not just `serve`.
+    registry::select(&settings.services)?;
+    Ok(settings)
 }
 
 fn serve(settings: Settings) -> ExitCode {

@@ -1,3 +1,15 @@
-//! Hermetic test harness for the mesh workspace: private `redis-server` instances on free loopback ports.
+//! mesh-testkit: the hermetic test harness every test binary of the workspace uses.
+//!
+//! - [`RedisServer`]: a private `redis-server` on a free loopback port (no persistence),
+//!   stopped on drop; it can be stopped and restarted on the same port for fault tests.
+//! - [`TestApp`]: meshd booted in-process on `127.0.0.1:0` with test settings, typed
+//!   clients, and a signing key for test tokens.
+//!
+//! Nothing here depends on a server the machine happens to run, and nothing uses a fixed
+//! port.
+
+pub mod app;
 pub mod redis;
+
+pub use app::TestApp;
 pub use redis::RedisServer;

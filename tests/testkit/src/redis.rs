@@ -26,9 +26,10 @@
 //!
 //! # Lifetime
 //!
-//! Dropping a [`RedisServer`] sends `SIGKILL` to the process at once and removes its directory. The process stays in
-//! the test binary's process group, so Ctrl-C on a test run reaches it too. A server kept where it is never dropped
-//! (a `static`) or a test binary killed with `SIGKILL` can leave a `redis-server` behind: own one server per test.
+//! Dropping a [`RedisServer`] sends `SIGKILL` to the process, waits (briefly, synchronously) until it has exited
+//! and removes its directory. The process stays in the test binary's process group, so Ctrl-C on a test run reaches
+//! it too. A server kept where it is never dropped (a `static`) or a test binary killed with `SIGKILL` can leave a
+//! `redis-server` behind: own one server per test.
 //!
 //! # Binary
 //!
@@ -39,7 +40,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -59,6 +60,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Upper bound for one readiness probe (connect, `PING`, `CONFIG GET dir`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long dropping a [`RedisServer`] waits for the killed process to exit.
+const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many ports [`RedisServer::start`] tries before it gives up.
 const PORT_ATTEMPTS: usize = 5;
 /// Redis log file, inside the server's directory.
@@ -188,9 +191,14 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            // SIGKILL right now, synchronously; `kill_on_drop` backs this up and tokio reaps the process later
-            let _ = child.start_kill();
+        let Some(child) = self.child.as_mut() else { return };
+        // SIGKILL right now, synchronously (`kill_on_drop` backs this up); an error means it has exited already
+        let _ = child.start_kill();
+        // reap it, so that its port is closed when drop returns and no zombie is left to the runtime's
+        // background reaper; a killed process is gone within milliseconds, the deadline only bounds the wait
+        let deadline = std::time::Instant::now() + DROP_REAP_TIMEOUT;
+        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
@@ -301,6 +309,8 @@ fn spawn_error(binary: &Path, error: io::Error) -> LaunchError {
 }
 
 /// Polls until the server on `port` answers `PING` and is ours (its working directory is `dir`).
+///
+/// Every wait also watches the process, so that an early exit (such as a lost race for the port) is seen at once.
 async fn wait_ready(child: &mut Child, dir: &Path, port: u16, logs: &Logs) -> Result<(), LaunchError> {
     let deadline = Instant::now() + START_TIMEOUT;
     let expected_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
@@ -309,20 +319,11 @@ async fn wait_ready(child: &mut Child, dir: &Path, port: u16, logs: &Logs) -> Re
         .set_connection_timeout(Some(PROBE_TIMEOUT))
         .set_response_timeout(Some(PROBE_TIMEOUT));
     loop {
-        let status = child.try_wait().context("cannot check on the redis-server process")?;
-        if let Some(status) = status {
-            let output = logs.since_launch();
-            let error = anyhow!(
-                "redis-server exited during start-up on port {port} ({status}); log tail:\n{}",
-                tail(&output, LOG_TAIL_LINES)
-            );
-            return Err(if output.contains("Address already in use") {
-                LaunchError::PortInUse(error)
-            } else {
-                LaunchError::Fatal(error)
-            });
-        }
-        let last_error = match tokio::time::timeout(PROBE_TIMEOUT, probe(&client, &config)).await {
+        let outcome = tokio::select! {
+            status = child.wait() => return Err(exited(status, port, logs)),
+            outcome = tokio::time::timeout(PROBE_TIMEOUT, probe(&client, &config)) => outcome,
+        };
+        let last_error = match outcome {
             Ok(Ok(served_dir)) if Path::new(&served_dir) == expected_dir => return Ok(()),
             // another Redis answers on the port: ours is about to fail to bind it and exit
             Ok(Ok(served_dir)) => format!("another redis-server (dir {served_dir}) answers on port {port}"),
@@ -335,8 +336,25 @@ async fn wait_ready(child: &mut Child, dir: &Path, port: u16, logs: &Logs) -> Re
                 tail(&logs.since_launch(), LOG_TAIL_LINES)
             )));
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::select! {
+            status = child.wait() => return Err(exited(status, port, logs)),
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
     }
+}
+
+/// The error for a process that exited during start-up: [`LaunchError::PortInUse`] if it could not bind the port.
+fn exited(status: io::Result<ExitStatus>, port: u16, logs: &Logs) -> LaunchError {
+    let status = match status {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("cannot wait for it: {error}"),
+    };
+    let output = logs.since_launch();
+    let error = anyhow!(
+        "redis-server exited during start-up on port {port} ({status}); log tail:\n{}",
+        tail(&output, LOG_TAIL_LINES)
+    );
+    if output.contains("Address already in use") { LaunchError::PortInUse(error) } else { LaunchError::Fatal(error) }
 }
 
 /// Connects, checks `PING` and returns the server's working directory.
@@ -395,4 +413,39 @@ fn read_from(path: &Path, start: u64) -> String {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.trim_end().lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn launch_on_taken_port_fails_as_port_in_use(port: u16) -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        match launch(&redis_server_binary(), dir.path(), port).await {
+            Ok(_) => anyhow::bail!("launch succeeded on a taken port"),
+            Err(LaunchError::Fatal(error)) => anyhow::bail!("expected port in use, got: {error:#}"),
+            Err(LaunchError::PortInUse(error)) => {
+                assert!(format!("{error:#}").contains("Address already in use"), "{error:#}");
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_port_taken_by_another_listener_is_reported_as_in_use() -> anyhow::Result<()> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        launch_on_taken_port_fails_as_port_in_use(listener.local_addr()?.port()).await
+    }
+
+    #[tokio::test]
+    async fn a_port_taken_by_another_redis_is_reported_as_in_use_not_ready() -> anyhow::Result<()> {
+        let other = RedisServer::start().await?;
+        launch_on_taken_port_fails_as_port_in_use(other.port()).await
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+    }
 }

@@ -124,6 +124,12 @@ impl SigningKeyPair {
         self.signing.verifying_key().to_bytes()
     }
 
+    /// Signs raw bytes (a JWS signing input) with the private key: the 64-byte signature.
+    pub fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.signing.sign(message).to_bytes()
+    }
+
     /// Signs `claims` as an EdDSA JWT with `kid` and `typ: at+jwt` in the header.
     pub fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::EdDSA);

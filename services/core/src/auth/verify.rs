@@ -162,6 +162,15 @@ fn rejection(kind: &ErrorKind) -> Error {
             "TOKEN_CLAIM_MISSING",
             format!("the access token lacks the required `{claim}` claim"),
         ),
+        // Claims are deserialized before they are validated: a claim our claims type
+        // requires (tid, sid, jti, aud...) shows up missing here.
+        ErrorKind::Json(error) if error.to_string().starts_with("missing field") => {
+            let field = error.to_string().split('`').nth(1).unwrap_or("?").to_owned();
+            Error::unauthenticated(
+                "TOKEN_CLAIM_MISSING",
+                format!("the access token lacks the required `{field}` claim"),
+            )
+        }
         ErrorKind::InvalidAlgorithm => {
             Error::unauthenticated("ALGORITHM_NOT_ALLOWED", "the access token is not signed with an allowed algorithm")
         }

@@ -121,7 +121,9 @@ const SECRET_KEYS: &[&str] = &["redis.url"];
 
 fn from_figment(error: figment::Error) -> ConfigError {
     let mut path = error.path.clone();
-    if let Kind::UnknownField(field, _) = &error.kind {
+    if let Kind::UnknownField(field, _) = &error.kind
+        && path.last() != Some(field)
+    {
         path.push(field.clone());
     }
     let key = path.join(".");

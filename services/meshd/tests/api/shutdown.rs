@@ -1,0 +1,54 @@
+//! Graceful shutdown: after SIGTERM an open server stream (health Watch) keeps running for
+//! the drain period, then ends with UNAVAILABLE (reason SHUTTING_DOWN, with a retry hint),
+//! and meshd exits 0.
+
+use std::time::{Duration, Instant};
+
+use tokio_stream::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+use crate::support::{meshd_command, reason, spawn_meshd};
+
+#[tokio::test]
+async fn an_open_stream_ends_with_unavailable_after_the_drain_and_meshd_exits_0() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let drain = Duration::from_millis(500);
+    let mut command = meshd_command();
+    command
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("MESH__AUTH__DEV_KEY", "true")
+        .env("MESH__SERVER__DRAIN_TIMEOUT", format!("{}ms", drain.as_millis()));
+    let mut meshd = spawn_meshd(command).await;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", meshd.addr)).unwrap().connect_lazy();
+    let mut health = HealthClient::new(channel);
+    let mut updates = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(updates.next().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+
+    let pid = meshd.child.id().expect("meshd is running").to_string();
+    let signalled = Instant::now();
+    let kill = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(kill.success());
+
+    // First the status turns NOT_SERVING (load balancers stop sending), then after the
+    // drain the stream ends with UNAVAILABLE.
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(20), updates.next()).await.expect("the stream ends within 20 s")
+        {
+            Some(Ok(update)) => assert_eq!(update.status, ServingStatus::NotServing as i32),
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without a status"),
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert_eq!(reason(&ended).as_deref(), Some("SHUTTING_DOWN"));
+    assert!(ended.get_details_retry_info().and_then(|info| info.retry_delay).is_some(), "a retry hint is given");
+    assert!(signalled.elapsed() >= drain, "the stream was ended before the drain period was over");
+
+    let exit = tokio::time::timeout(Duration::from_secs(20), meshd.child.wait()).await.expect("meshd exits").unwrap();
+    assert_eq!(exit.code(), Some(0), "meshd stderr: {}", meshd.stderr.await.unwrap());
+}
