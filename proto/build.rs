@@ -1,6 +1,7 @@
 //! Compiles every `.proto` under `proto/mesh/` with protox (pure Rust: no system `protoc`)
 //! and generates prost messages plus tonic clients and servers. The encoded descriptor set,
-//! imports included, is written to `OUT_DIR/mesh_descriptor.bin` for reflection and protosets.
+//! imports and comments included, is written to `OUT_DIR/mesh_descriptor.bin` for reflection
+//! and protosets.
 
 use std::path::{Path, PathBuf};
 
@@ -20,12 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_set = compiler.file_descriptor_set();
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    // The shipped protoset carries no source info: smaller, and stable across path changes.
-    let mut shipped = descriptor_set.clone();
-    for file in &mut shipped.file {
-        file.source_code_info = None;
-    }
-    std::fs::write(out_dir.join("mesh_descriptor.bin"), shipped.encode_to_vec())?;
+    // Source info stays in: grpcurl and buf curl then show the proto comments when they
+    // describe a service through reflection or the protoset.
+    std::fs::write(out_dir.join("mesh_descriptor.bin"), descriptor_set.encode_to_vec())?;
 
     tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptor_set)?;
 

@@ -6,7 +6,7 @@
 //! `proto/mesh/` are the source of truth.
 
 /// The encoded `FileDescriptorSet` of every mesh proto file and its imports (well-known
-/// types included), without source info. Register it with reflection or write it as a
+/// types included), with source info (comments). Register it with reflection or write it as a
 /// protoset.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mesh_descriptor.bin"));
 
