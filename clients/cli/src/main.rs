@@ -53,7 +53,8 @@ fn write_protoset(file: &PathBuf) -> anyhow::Result<()> {
         use std::io::Write;
         return std::io::stdout().write_all(mesh_proto::FILE_DESCRIPTOR_SET).context("failed to write to stdout");
     }
-    std::fs::write(file, mesh_proto::FILE_DESCRIPTOR_SET).with_context(|| format!("failed to write {}", file.display()))?;
+    std::fs::write(file, mesh_proto::FILE_DESCRIPTOR_SET)
+        .with_context(|| format!("failed to write {}", file.display()))?;
     eprintln!("meshctl: wrote {} ({} bytes)", file.display(), mesh_proto::FILE_DESCRIPTOR_SET.len());
     Ok(())
 }

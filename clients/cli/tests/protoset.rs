@@ -49,7 +49,12 @@ fn grpcurl_reads_the_protoset_without_a_server() {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".tools/bin/grpcurl"));
     assert!(grpcurl.is_file(), "grpcurl not found at {}: run scripts/install-tools", grpcurl.display());
-    let output = Command::new(&grpcurl).arg("-protoset").arg(&out).args(["describe", "mesh.session.v1.SessionService"]).output().unwrap();
+    let output = Command::new(&grpcurl)
+        .arg("-protoset")
+        .arg(&out)
+        .args(["describe", "mesh.session.v1.SessionService"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "grpcurl failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("rpc WatchSession"), "{stdout}");

@@ -210,6 +210,8 @@ fn add_reflection(routes: &mut RoutesBuilder, served: &[String], settings: &Serv
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            // google.rpc error details: grpcurl and buf curl decode ErrorInfo & co with them.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .include_reflection_service(false);
         for name in served {
             builder = builder.with_service_name(name.clone());

@@ -1,6 +1,6 @@
 //! Graceful shutdown: after SIGTERM an open server stream (health Watch) keeps running for
 //! the drain period, then ends with UNAVAILABLE (reason SHUTTING_DOWN, with a retry hint),
-//! and meshd exits 0.
+//! and meshd exits 0. JSON logs record each call.
 
 use std::time::{Duration, Instant};
 
@@ -51,4 +51,31 @@ async fn an_open_stream_ends_with_unavailable_after_the_drain_and_meshd_exits_0(
 
     let exit = tokio::time::timeout(Duration::from_secs(20), meshd.child.wait()).await.expect("meshd exits").unwrap();
     assert_eq!(exit.code(), Some(0), "meshd stderr: {}", meshd.stderr.await.unwrap());
+}
+
+#[tokio::test]
+async fn json_logs_carry_one_rpc_finished_event_per_call_with_method_and_code() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut command = meshd_command();
+    command
+        .args(["--log-format", "json", "--data-dir"])
+        .arg(data_dir.path())
+        .env("MESH__AUTH__DEV_KEY", "true")
+        .env("MESH__SERVER__DRAIN_TIMEOUT", "0s");
+    let mut meshd = spawn_meshd(command).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", meshd.addr)).unwrap().connect_lazy();
+    HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.unwrap();
+
+    let pid = meshd.child.id().unwrap().to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    assert_eq!(meshd.child.wait().await.unwrap().code(), Some(0));
+    let stderr = meshd.stderr.await.unwrap();
+
+    let events: Vec<serde_json::Value> =
+        stderr.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"))).collect();
+    let finished: Vec<&serde_json::Value> = events.iter().filter(|event| event["message"] == "rpc finished").collect();
+    assert_eq!(finished.len(), 1, "{stderr}");
+    assert_eq!(finished[0]["code"], "OK");
+    assert_eq!(finished[0]["span"]["method"], "/grpc.health.v1.Health/Check");
+    assert!(finished[0]["latency_ms"].as_f64().is_some());
 }
