@@ -115,7 +115,10 @@ async fn a_valid_token_is_accepted_and_its_caller_reaches_the_service() {
 
     let callers = server.callers.lock().unwrap();
     assert_eq!(callers.len(), 1);
-    assert_eq!((callers[0].tenant.as_str(), callers[0].user.as_str(), callers[0].session.as_str()), ("t1", "u1", "s1"));
+    assert_eq!(
+        (callers[0].tenant.as_str(), callers[0].user.as_str(), callers[0].session.as_deref()),
+        ("t1", "u1", Some("s1"))
+    );
     assert!(callers[0].has_scope("admin"));
 }
 
@@ -234,4 +237,16 @@ async fn a_jwt_of_another_type_is_rejected() {
     let signing_input = unsigned.rsplit_once('.').unwrap().0.to_owned();
     let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(server.key.sign_raw(signing_input.as_bytes())));
     server.assert_rejected(&token, "TOKEN_TYPE_INVALID").await;
+}
+
+#[tokio::test]
+async fn a_service_token_without_a_session_is_accepted_with_no_session() {
+    let server = Protected::start().await;
+    let mut claims = server.claims();
+    claims.sid = None;
+    claims.scope = "sessions.create".to_owned();
+    server.call_with_token(&server.key.sign(&claims).unwrap()).await.unwrap();
+    let callers = server.callers.lock().unwrap();
+    assert_eq!(callers[0].session, None);
+    assert!(callers[0].has_scope("sessions.create"));
 }

@@ -10,8 +10,10 @@ pub struct Caller {
     pub tenant: String,
     /// User (`sub` claim).
     pub user: String,
-    /// Session the token belongs to (`sid` claim); revoking it revokes the token.
-    pub session: String,
+    /// Session the token belongs to (`sid` claim); revoking it revokes the token. User
+    /// access tokens always carry one; only the short-lived service tokens the Auth service
+    /// mints for its own calls (scope `sessions.create`, `sessions.admin`) have none.
+    pub session: Option<String>,
     /// Token id (`jti` claim).
     pub token_id: String,
     /// Granted scopes (`scope` claim, space-separated in the token).
@@ -27,12 +29,30 @@ impl Caller {
     }
 }
 
-/// One granted scope, e.g. `admin` or `feed:write`.
+/// One granted scope, e.g. `admin` or `sessions.create`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope(pub String);
 
-/// Whether `id` is a usable tenant or user id: 1 to 64 characters of `[A-Za-z0-9_.-]`.
-pub(crate) fn is_valid_principal_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'))
+/// Whether `id` is a usable tenant or user id: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$` (it
+/// starts with a letter or digit, so `.` and `..` can never reach a path or a key).
+pub fn is_valid_principal_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes.iter().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principal_ids_start_with_a_letter_or_digit() {
+        for valid in ["t1", "acme-corp", "user_42", "a.b", &"x".repeat(64)] {
+            assert!(is_valid_principal_id(valid), "{valid}");
+        }
+        for invalid in ["", ".", "..", "-x", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert!(!is_valid_principal_id(invalid), "{invalid}");
+        }
+    }
 }

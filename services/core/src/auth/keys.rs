@@ -30,8 +30,9 @@ pub struct AccessClaims {
     pub sub: String,
     /// Tenant id.
     pub tid: String,
-    /// Session id.
-    pub sid: String,
+    /// Session id; absent only in the Auth service's own short-lived service tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     /// Token id.
     pub jti: String,
     /// Issued at, seconds since the Unix epoch.
@@ -53,7 +54,7 @@ impl AccessClaims {
             aud: audience.to_owned(),
             sub: user.to_owned(),
             tid: tenant.to_owned(),
-            sid: session.to_owned(),
+            sid: Some(session.to_owned()),
             jti: random_id(),
             iat: now,
             exp: now + ttl.as_secs(),

@@ -9,6 +9,6 @@ mod caller;
 mod keys;
 mod verify;
 
-pub use caller::{Caller, Scope};
+pub use caller::{Caller, Scope, is_valid_principal_id};
 pub use keys::{AccessClaims, DEV_KEY_FILE, SigningKeyPair, load_or_create_dev_key, random_id};
 pub use verify::{ACCESS_TOKEN_TYPE, TokenVerifier};

@@ -124,7 +124,7 @@ impl TokenVerifier {
             .claims;
         if !is_valid_principal_id(&claims.tid)
             || !is_valid_principal_id(&claims.sub)
-            || claims.sid.is_empty()
+            || claims.sid.as_deref().is_some_and(str::is_empty)
             || claims.jti.is_empty()
         {
             return Err(Error::unauthenticated(
@@ -193,10 +193,10 @@ mod tests {
     fn a_valid_token_yields_its_caller() {
         let pair = SigningKeyPair::generate();
         let mut claims = AccessClaims::new("mesh", "mesh", "t1", "u1", "s1", Duration::from_secs(900));
-        claims.scope = "admin feed:write".to_owned();
+        claims.scope = "admin feed.write".to_owned();
         let caller = verifier_for(&pair).verify(&pair.sign(&claims).unwrap()).unwrap();
-        assert_eq!((caller.tenant.as_str(), caller.user.as_str(), caller.session.as_str()), ("t1", "u1", "s1"));
-        assert!(caller.has_scope("admin") && caller.has_scope("feed:write") && !caller.has_scope("root"));
+        assert_eq!((caller.tenant.as_str(), caller.user.as_str(), caller.session.as_deref()), ("t1", "u1", Some("s1")));
+        assert!(caller.has_scope("admin") && caller.has_scope("feed.write") && !caller.has_scope("root"));
     }
 
     #[test]
