@@ -18,6 +18,7 @@ use tonic_types::StatusExt;
 /// A health server behind the auth layer (no open services), recording every `Caller`
 /// the layer let through.
 struct Protected {
+    url: String,
     client: HealthClient<tonic::transport::Channel>,
     key: SigningKeyPair,
     callers: Arc<Mutex<Vec<Caller>>>,
@@ -42,7 +43,7 @@ impl Protected {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-        Self { client: HealthClient::new(channel), key, callers }
+        Self { url: format!("http://{addr}"), client: HealthClient::new(channel), key, callers }
     }
 
     fn claims(&self) -> AccessClaims {
@@ -249,4 +250,36 @@ async fn a_service_token_without_a_session_is_accepted_with_no_session() {
     let callers = server.callers.lock().unwrap();
     assert_eq!(callers[0].session, None);
     assert!(callers[0].has_scope("sessions.create"));
+}
+
+#[tokio::test]
+async fn a_call_that_claims_another_content_type_is_still_checked() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let server = Protected::start().await;
+    let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http::<Full<bytes::Bytes>>();
+    for content_type in ["application/json", "text/plain", ""] {
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/grpc.health.v1.Health/Check", server.url))
+            .header("te", "trailers");
+        if !content_type.is_empty() {
+            request = request.header("content-type", content_type);
+        }
+        let response = client
+            .request(request.body(Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]))).unwrap())
+            .await
+            .unwrap();
+        let in_headers = response.headers().get("grpc-status").cloned();
+        let trailers = response.into_body().collect().await.unwrap().trailers().cloned();
+        let status = in_headers.or_else(|| trailers.and_then(|t| t.get("grpc-status").cloned()));
+        assert_eq!(
+            status.as_ref().map(|v| v.to_str().unwrap()),
+            Some("16"),
+            "content-type {content_type:?} got through"
+        );
+    }
+    assert!(server.callers.lock().unwrap().is_empty());
 }

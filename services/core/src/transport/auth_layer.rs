@@ -3,8 +3,10 @@
 //! the request extensions; a missing or invalid token is answered with UNAUTHENTICATED and
 //! a reason, and the service is never called.
 //!
-//! Open without a token: the services in [`OPEN_SERVICES`] (health, reflection) and every
-//! non-gRPC request (plain HTTP endpoints check their own credentials, e.g. signed URLs).
+//! Open without a token: only the services in [`OPEN_SERVICES`] (health, reflection). The
+//! decision is made on the path alone, never on the content type: a call that claims not to
+//! be gRPC would otherwise reach a service unchecked. Plain HTTP endpoints (which check
+//! their own credentials, e.g. signed URLs) are routed before this layer, not through it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -83,7 +85,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if !is_grpc(request.headers()) || self.layer.is_open(request.uri().path()) {
+        if self.layer.is_open(request.uri().path()) {
             return AuthFuture::Inner { future: self.inner.call(request) };
         }
         match self.layer.authenticate(request.headers()) {
