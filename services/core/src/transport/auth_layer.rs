@@ -132,15 +132,6 @@ where
     }
 }
 
-/// Whether `headers` belong to a gRPC call (grpc-web calls are translated to gRPC before
-/// this layer sees them).
-pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|content_type| content_type.starts_with("application/grpc"))
-}
-
 fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Error> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         Error::unauthenticated("TOKEN_MISSING", "this call needs a bearer access token in the `authorization` metadata")

@@ -1,14 +1,17 @@
-//! [`RpcLayer`]: what happens around every call, whatever the service.
+//! [`RpcLayer`]: what happens around every gRPC call, whatever the service. Only calls pass
+//! through it (meshd routes plain HTTP before it), so every request here is treated as gRPC,
+//! whatever content type it claims.
 //!
 //! - A tracing span per RPC with the method, and one `rpc finished` event carrying the gRPC
 //!   code and the latency (for streams: when the stream ends).
-//! - Shutdown: once the drain period is over (the `end_streams` token fires), every call
-//!   still open ends with UNAVAILABLE and a retry hint: a server stream gets those trailers
-//!   after the last message it sent, a call still being handled gets them as its answer.
+//! - Shutdown: once the drain period is over (the `end_streams` token fires), every server
+//!   stream still open ends with UNAVAILABLE, reason `SHUTTING_DOWN` and a retry hint, right
+//!   after the last message it sent, even one that always has data ready. Unary calls are
+//!   left to finish: cutting one off after its write was applied would invite a duplicate.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,13 +22,12 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::{Layer, Service};
 use tracing::Span;
 
-use super::auth_layer::is_grpc;
 use crate::Error;
 
 /// How long a client told to go away should wait before retrying elsewhere.
 const SHUTDOWN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// The status open calls end with when the server shuts down: UNAVAILABLE, reason
+/// The status open streams end with when the server shuts down: UNAVAILABLE, reason
 /// `SHUTTING_DOWN`, with a retry hint.
 pub fn shutdown_status() -> tonic::Status {
     Error::unavailable("SHUTTING_DOWN", "the server is shutting down; retry on another instance")
@@ -33,14 +35,14 @@ pub fn shutdown_status() -> tonic::Status {
         .into()
 }
 
-/// Traces every call and ends open calls when `end_streams` fires.
+/// Traces every call and ends open streams when `end_streams` fires.
 #[derive(Clone, Debug)]
 pub struct RpcLayer {
     end_streams: CancellationToken,
 }
 
 impl RpcLayer {
-    /// A layer whose open calls end with UNAVAILABLE once `end_streams` is cancelled.
+    /// A layer whose open streams end with UNAVAILABLE once `end_streams` is cancelled.
     pub fn new(end_streams: CancellationToken) -> Self {
         Self { end_streams }
     }
@@ -64,7 +66,7 @@ pub struct RpcService<S> {
 impl<S, B, ResBody> Service<Request<B>> for RpcService<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
-    ResBody: Body<Data = Bytes> + Default,
+    ResBody: Body<Data = Bytes>,
 {
     type Response = Response<RpcBody<ResBody>>;
     type Error = S::Error;
@@ -75,13 +77,12 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let grpc = is_grpc(request.headers());
         let span = tracing::info_span!("rpc", method = %request.uri().path());
         let future = span.in_scope(|| self.inner.call(request));
         RpcFuture {
             future,
-            end_streams: grpc.then(|| Box::pin(self.end_streams.clone().cancelled_owned())),
-            record: Some(Record { span, grpc, start: Instant::now(), finished: false }),
+            end_streams: Some(self.end_streams.clone()),
+            record: Some(Record { span, start: Instant::now(), finished: false }),
         }
     }
 }
@@ -91,7 +92,7 @@ pin_project! {
     pub struct RpcFuture<F> {
         #[pin]
         future: F,
-        end_streams: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+        end_streams: Option<CancellationToken>,
         record: Option<Record>,
     }
 }
@@ -99,52 +100,48 @@ pin_project! {
 impl<F, ResBody, E> Future for RpcFuture<F>
 where
     F: Future<Output = Result<Response<ResBody>, E>>,
-    ResBody: Default,
 {
     type Output = Result<Response<RpcBody<ResBody>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut record = this.record.take().expect("an RpcFuture is not polled after it completed");
-        let polled = record.span.in_scope(|| this.future.poll(cx));
-        let response = match polled {
+        let record = this.record.as_ref().expect("an RpcFuture is not polled after it completed");
+        let response = match record.span.in_scope(|| this.future.poll(cx)) {
             Poll::Ready(response) => response,
-            Poll::Pending => {
-                if this.end_streams.as_mut().is_some_and(|end_streams| end_streams.as_mut().poll(cx).is_ready()) {
-                    let status = shutdown_status();
-                    record.finish(status.code() as i32);
-                    let response = status.into_http::<ResBody>();
-                    return Poll::Ready(Ok(response.map(|body| RpcBody::new(body, record, None))));
-                }
-                *this.record = Some(record);
-                return Poll::Pending;
-            }
+            Poll::Pending => return Poll::Pending,
         };
+        let mut record = this.record.take().expect("checked above");
         let response = response?;
         // A trailers-only answer (any error, and some empty streams) carries its code here.
         if let Some(code) = grpc_status(response.headers()) {
             record.finish(code);
         }
-        let end_streams = this.end_streams.take();
-        Poll::Ready(Ok(response.map(|body| RpcBody::new(body, record, end_streams))))
+        let end_streams = this.end_streams.take().expect("taken once, with the record");
+        Poll::Ready(Ok(response.map(|inner| RpcBody {
+            inner,
+            end_streams,
+            waiter: None,
+            record,
+            data_frames: 0,
+            waited: false,
+            ended: false,
+        })))
     }
 }
 
 pin_project! {
     /// The response body of [`RpcService`]: passes frames through, records the final code,
-    /// and ends an open gRPC stream with UNAVAILABLE when the server stops.
+    /// and ends an open stream with UNAVAILABLE when the server stops.
     pub struct RpcBody<B> {
         #[pin]
         inner: B,
-        end_streams: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+        end_streams: CancellationToken,
+        // Registered lazily, the first time the stream waits: unary answers never do.
+        waiter: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
         record: Record,
+        data_frames: u64,
+        waited: bool,
         ended: bool,
-    }
-}
-
-impl<B> RpcBody<B> {
-    fn new(inner: B, record: Record, end_streams: Option<Pin<Box<WaitForCancellationFutureOwned>>>) -> Self {
-        Self { inner, end_streams, record, ended: false }
     }
 }
 
@@ -160,9 +157,18 @@ where
         if *this.ended {
             return Poll::Ready(None);
         }
+        // A stream is a body that has waited for data or sent more than one message; a unary
+        // answer (one message, then trailers, never waiting) is left alone. Checked before
+        // the inner body, so a stream that always has data ready still ends.
+        let is_stream = *this.waited || *this.data_frames > 1;
+        if is_stream && this.end_streams.is_cancelled() {
+            return Poll::Ready(Some(Ok(end_stream(this.record, this.ended))));
+        }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                if frame.is_data() {
+                    *this.data_frames += 1;
+                } else if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
                     this.record.finish(code);
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -173,23 +179,18 @@ where
             }
             Poll::Ready(None) => {
                 *this.ended = true;
-                // A body that ends without trailers: plain HTTP, or a completed gRPC answer
-                // whose code was in the headers.
-                this.record.finish(0);
+                // Ended without trailers: the code was in the headers (already recorded).
+                this.record.finish(tonic::Code::Ok as i32);
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let Some(end_streams) = this.end_streams.as_mut() else {
-                    return Poll::Pending;
-                };
-                ready!(end_streams.as_mut().poll(cx));
-                *this.ended = true;
-                let status = shutdown_status();
-                this.record.finish(status.code() as i32);
-                let mut trailers = HeaderMap::new();
-                // Only fails for a message that is not valid header text; ours is.
-                let _ = status.add_header(&mut trailers);
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                *this.waited = true;
+                let end_streams = this.end_streams.clone();
+                let waiter = this.waiter.get_or_insert_with(|| Box::pin(end_streams.cancelled_owned()));
+                match waiter.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Ok(end_stream(this.record, this.ended)))),
+                    Poll::Pending => Poll::Pending,
+                }
             }
         }
     }
@@ -203,10 +204,20 @@ where
     }
 }
 
+/// The trailers that end an open stream at shutdown.
+fn end_stream(record: &mut Record, ended: &mut bool) -> Frame<Bytes> {
+    *ended = true;
+    let status = shutdown_status();
+    record.finish(status.code() as i32);
+    let mut trailers = HeaderMap::new();
+    // Only fails for a message that is not valid header text; ours is.
+    let _ = status.add_header(&mut trailers);
+    Frame::trailers(trailers)
+}
+
 /// The span of one call and whether its end has been logged.
 struct Record {
     span: Span,
-    grpc: bool,
     start: Instant,
     finished: bool,
 }
@@ -218,7 +229,7 @@ impl Record {
         }
         self.finished = true;
         let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        let code = if self.grpc { tonic::Code::from_i32(code) } else { tonic::Code::Ok };
+        let code = tonic::Code::from_i32(code);
         let _entered = self.span.enter();
         match code {
             tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {

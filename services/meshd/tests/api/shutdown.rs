@@ -28,6 +28,9 @@ async fn an_open_stream_ends_with_unavailable_after_the_drain_and_meshd_exits_0(
     let mut health = HealthClient::new(channel);
     let mut updates = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(updates.next().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+    // The same stream opened by a client that claims another content type must end too.
+    let odd_stream = open_watch_with_content_type(&meshd.addr, "text/plain").await;
+    let odd_stream = tokio::spawn(final_grpc_status(odd_stream));
 
     let pid = meshd.child.id().expect("meshd is running").to_string();
     let signalled = Instant::now();
@@ -49,8 +52,39 @@ async fn an_open_stream_ends_with_unavailable_after_the_drain_and_meshd_exits_0(
     assert!(ended.get_details_retry_info().and_then(|info| info.retry_delay).is_some(), "a retry hint is given");
     assert!(signalled.elapsed() >= drain, "the stream was ended before the drain period was over");
 
+    assert_eq!(odd_stream.await.unwrap().as_deref(), Some("14"), "the text/plain stream ends with UNAVAILABLE too");
+
     let exit = tokio::time::timeout(Duration::from_secs(20), meshd.child.wait()).await.expect("meshd exits").unwrap();
     assert_eq!(exit.code(), Some(0), "meshd stderr: {}", meshd.stderr.await.unwrap());
+    assert!(
+        signalled.elapsed() < drain + Duration::from_secs(4),
+        "meshd waited for its hard deadline: a stream was not ended"
+    );
+}
+
+/// Opens health Watch over raw HTTP/2 with `content_type`; returns once the answer's
+/// headers arrived (the stream is open on the server).
+async fn open_watch_with_content_type(addr: &str, content_type: &'static str) -> http::Response<hyper::body::Incoming> {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http::<Full<bytes::Bytes>>();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/grpc.health.v1.Health/Watch"))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .body(Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    client.request(request).await.unwrap()
+}
+
+/// The grpc-status in the trailers that end `response`.
+async fn final_grpc_status(response: http::Response<hyper::body::Incoming>) -> Option<String> {
+    use http_body_util::BodyExt;
+    let trailers = response.into_body().collect().await.unwrap().trailers().cloned()?;
+    trailers.get("grpc-status").map(|value| value.to_str().unwrap().to_owned())
 }
 
 #[tokio::test]
