@@ -85,7 +85,7 @@ fn redis_unavailable() -> Error {
 /// Builds the command pool for `url` without waiting for Redis: connections are opened on
 /// demand, so a Redis that is down at start-up shows as NOT_SERVING instead of stopping
 /// the process.
-pub fn redis_pool(url: &str, settings: &RedisSettings) -> anyhow::Result<RedisPool> {
+pub fn redis_pool(url: &str, settings: &RedisSettings) -> Result<RedisPool, redis::RedisError> {
     let client = redis::Client::open(url)?;
     Ok(bb8::Pool::builder()
         .max_size(settings.pool_size)

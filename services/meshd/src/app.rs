@@ -20,6 +20,7 @@ use mesh_core::auth::{SigningKeyPair, TokenVerifier, load_or_create_dev_key};
 use mesh_core::config::{ConfigError, ServerSettings, Settings};
 use mesh_core::transport::{AuthLayer, RpcLayer};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
@@ -73,7 +74,11 @@ impl App {
     /// `auth.dev_key` is on, and builds the token verifier.
     pub fn build(settings: Settings) -> Result<Self, StartupError> {
         let services = registry::select(&settings.services)?;
-        let dev_key = if settings.auth.dev_key { Some(load_or_create_dev_key(&settings.data_dir)?) } else { None };
+        let dev_key = if settings.auth.dev_key {
+            Some(load_or_create_dev_key(&settings.data_dir).map_err(anyhow::Error::from)?)
+        } else {
+            None
+        };
         let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth, dev_key.as_ref())?);
         Ok(Self { settings, verifier, dev_key, services })
     }
@@ -132,7 +137,8 @@ impl App {
         let routes = Routes::from(crate::http::router(self.grpc_service_names()).fallback_service(grpc));
 
         let drain = server_settings.drain_timeout;
-        let signal = shutdown_sequence(shutdown, reporter, targets, stopping.clone(), end_streams, drain);
+        let plan = ShutdownPlan { reporter, targets, monitor, stopping: stopping.clone(), end_streams, drain };
+        let signal = plan.run_after(shutdown);
         let server = Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
@@ -152,15 +158,13 @@ impl App {
             stopping.cancelled().await;
             tokio::time::sleep(drain + CLOSE_GRACE).await;
         };
-        let result = tokio::select! {
+        tokio::select! {
             result = server => result.map_err(anyhow::Error::from),
             () = deadline => {
                 tracing::warn!("connections still open after the drain period; closing them");
                 Ok(())
             }
-        };
-        monitor.abort();
-        result
+        }
     }
 
     fn health_targets(&self) -> Vec<HealthTarget> {
@@ -179,24 +183,35 @@ impl App {
     }
 }
 
-/// Resolves when the server must stop accepting; meanwhile arranges the rest of shutdown.
-async fn shutdown_sequence(
-    shutdown: impl Future<Output = ()>,
+/// Everything shutdown needs, gathered so one future can play it out.
+struct ShutdownPlan {
     reporter: HealthReporter,
     targets: Vec<HealthTarget>,
+    monitor: JoinHandle<()>,
     stopping: CancellationToken,
     end_streams: CancellationToken,
     drain: Duration,
-) {
-    shutdown.await;
-    tracing::info!(drain = %humantime_duration(drain), "shutting down: no new connections, draining open calls");
-    stopping.cancel();
-    health::report_shutdown(&reporter, &targets).await;
-    tokio::spawn(async move {
-        tokio::time::sleep(drain).await;
-        tracing::info!("drain period over: ending open streams with UNAVAILABLE");
-        end_streams.cancel();
-    });
+}
+
+impl ShutdownPlan {
+    /// Resolves when the server must stop accepting (once `shutdown` has); meanwhile turns
+    /// health NOT_SERVING and arranges for open streams to end after the drain.
+    async fn run_after(self, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        tracing::info!(drain = %humantime_duration(self.drain), "shutting down: no new connections, draining open calls");
+        self.stopping.cancel();
+        // The monitor must be gone before NOT_SERVING is reported, or a probe round still
+        // running could report SERVING after it.
+        self.monitor.abort();
+        let _ = self.monitor.await;
+        health::report_shutdown(&self.reporter, &self.targets).await;
+        let (drain, end_streams) = (self.drain, self.end_streams);
+        tokio::spawn(async move {
+            tokio::time::sleep(drain).await;
+            tracing::info!("drain period over: ending open streams with UNAVAILABLE");
+            end_streams.cancel();
+        });
+    }
 }
 
 fn humantime_duration(duration: Duration) -> String {

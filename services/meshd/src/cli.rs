@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mesh_core::auth::{AccessClaims, load_or_create_dev_key, random_id};
+use mesh_core::auth::{AccessClaims, is_valid_principal_id, load_or_create_dev_key, random_id};
 use mesh_core::config::{self, ConfigError, LogFormat, Overrides, Settings, Sources};
 
 use crate::app::{self, App, StartupError};
@@ -82,7 +82,7 @@ pub enum LogFormatArg {
 pub fn run(cli: Cli) -> ExitCode {
     let settings = match load_settings(&cli) {
         Ok(settings) => settings,
-        Err(error) => return config_failure(&error),
+        Err(error) => return config_failure(error),
     };
     match cli.command {
         None | Some(Command::Serve) => serve(settings),
@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 print!("{text}");
                 ExitCode::SUCCESS
             }
-            Err(error) => failure(&anyhow::anyhow!("failed to print the configuration: {error}")),
+            Err(error) => failure(anyhow::anyhow!("failed to print the configuration: {error}")),
         },
     }
 }
@@ -117,20 +117,20 @@ fn load_settings(cli: &Cli) -> Result<Settings, ConfigError> {
 
 fn serve(settings: Settings) -> ExitCode {
     if let Err(error) = mesh_core::telemetry::init(&settings.log) {
-        return failure(&error);
+        return failure(error);
     }
     let app = match App::build(settings) {
         Ok(app) => app,
-        Err(StartupError::Config(error)) => return config_failure(&error),
-        Err(StartupError::Other(error)) => return failure(&error),
+        Err(StartupError::Config(error)) => return config_failure(error),
+        Err(StartupError::Other(error)) => return failure(error),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(error) => return failure(&anyhow::anyhow!("failed to start the async runtime: {error}")),
+        Err(error) => return failure(anyhow::anyhow!("failed to start the async runtime: {error}")),
     };
     match runtime.block_on(serve_until_signal(app)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => failure(&error),
+        Err(error) => failure(error),
     }
 }
 
@@ -138,7 +138,20 @@ async fn serve_until_signal(app: App) -> anyhow::Result<()> {
     let listener = app::bind(app.settings().server.listen).await?;
     let addr = listener.local_addr()?;
     print_banner(&app, addr);
-    app.serve(listener, shutdown_signal()).await?;
+    // The first SIGINT/SIGTERM starts a graceful shutdown; a second one ends the process
+    // at once, for an operator who does not want to wait for the drain.
+    let (first_signal, first_signal_received) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = first_signal.send(());
+        shutdown_signal().await;
+        eprintln!("meshd: second signal: exiting without waiting for the drain");
+        std::process::exit(130);
+    });
+    app.serve(listener, async move {
+        let _ = first_signal_received.await;
+    })
+    .await?;
     tracing::info!("meshd stopped");
     Ok(())
 }
@@ -191,7 +204,7 @@ fn dev_token(
     ttl: Duration,
 ) -> ExitCode {
     if !settings.auth.dev_key {
-        return config_failure(&ConfigError::new(
+        return config_failure(ConfigError::new(
             "auth.dev_key",
             "dev-token needs the dev key, which is off once any configuration is given",
             "auth.dev_key = true (the embedded default); with configured keys, tokens come from the Auth service",
@@ -199,8 +212,24 @@ fn dev_token(
     }
     let pair = match load_or_create_dev_key(&settings.data_dir) {
         Ok(pair) => pair,
-        Err(error) => return failure(&error),
+        Err(error) => return failure(error),
     };
+    for (flag, id) in [("--tenant", tenant), ("--user", user)] {
+        if !is_valid_principal_id(id) {
+            return config_failure(ConfigError::new(
+                flag,
+                format!("`{id}` is not a valid id"),
+                "1 to 64 characters of A-Z a-z 0-9 _ . -, starting with a letter or digit",
+            ));
+        }
+    }
+    if ttl > settings.auth.max_token_lifetime {
+        return config_failure(ConfigError::new(
+            "--ttl",
+            format!("{} is longer than auth.max_token_lifetime", humantime::format_duration(ttl)),
+            format!("at most {}", humantime::format_duration(settings.auth.max_token_lifetime)),
+        ));
+    }
     let session = session.unwrap_or_else(random_id);
     let mut claims = AccessClaims::new(&settings.auth.issuer, &settings.auth.audience, tenant, user, &session, ttl);
     claims.scope = scopes.join(" ");
@@ -209,16 +238,16 @@ fn dev_token(
             println!("{token}");
             ExitCode::SUCCESS
         }
-        Err(error) => failure(&error),
+        Err(error) => failure(error),
     }
 }
 
-fn config_failure(error: &ConfigError) -> ExitCode {
+fn config_failure(error: ConfigError) -> ExitCode {
     eprintln!("meshd: {error}");
     ExitCode::from(2)
 }
 
-fn failure(error: &anyhow::Error) -> ExitCode {
-    eprintln!("meshd: {error:#}");
+fn failure(error: impl Into<anyhow::Error>) -> ExitCode {
+    eprintln!("meshd: {:#}", error.into());
     ExitCode::FAILURE
 }

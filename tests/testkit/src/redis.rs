@@ -415,6 +415,8 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+// These tests start real servers, unlike the I/O-free unit tests elsewhere: they check
+// `launch`, which is private, and this module's whole job is I/O.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,10 +2,9 @@
 //! key pair in its data directory ([`load_or_create_dev_key`]); anywhere else keys come
 //! from configuration and are never generated implicitly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -15,6 +14,33 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::verify::ACCESS_TOKEN_TYPE;
+
+/// Why a key could not be loaded, stored or used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The PEM text is not an Ed25519 key of the expected kind (`private` or `public`).
+    #[error("not an Ed25519 {0} key")]
+    Invalid(&'static str),
+    /// Reading or writing a key file failed.
+    #[error("failed to {action} {path}: {source}")]
+    Io {
+        /// What was being done: `read`, `write`, `create`.
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signing failed.
+    #[error("failed to sign the access token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + use<> {
+    let path = path.to_path_buf();
+    move |source| KeyError::Io { action, path, source }
+}
 
 /// File name of the embedded default's signing key (PKCS#8 PEM) inside the data directory.
 pub const DEV_KEY_FILE: &str = "dev-signing-key.pem";
@@ -90,8 +116,8 @@ impl SigningKeyPair {
     }
 
     /// Reads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`).
-    pub fn from_pkcs8_pem(pem: &str, kid: Option<String>) -> anyhow::Result<Self> {
-        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).context("not an Ed25519 PKCS#8 private key")?;
+    pub fn from_pkcs8_pem(pem: &str, kid: Option<String>) -> Result<Self, KeyError> {
+        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|_| KeyError::Invalid("private"))?;
         Ok(Self::from_signing_key(signing, kid))
     }
 
@@ -132,38 +158,48 @@ impl SigningKeyPair {
     }
 
     /// Signs `claims` as an EdDSA JWT with `kid` and `typ: at+jwt` in the header.
-    pub fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-        jsonwebtoken::encode(&header, claims, &self.encoding).context("failed to sign access token")
+        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
 }
 
 /// Loads the embedded default's key pair from `data_dir`, creating the folder and a new key
-/// (file mode 0600) the first time.
-pub fn load_or_create_dev_key(data_dir: &Path) -> anyhow::Result<SigningKeyPair> {
+/// (file mode 0600) the first time. Two processes starting together end up with the same
+/// key: the new key is written to a private temporary file and linked into place only if no
+/// key is there yet; the loser reads the winner's.
+pub fn load_or_create_dev_key(data_dir: &Path) -> Result<SigningKeyPair, KeyError> {
     let path = data_dir.join(DEV_KEY_FILE);
     if path.exists() {
-        let pem = std::fs::read_to_string(&path).with_context(|| format!("failed to read {}", path.display()))?;
-        return SigningKeyPair::from_pkcs8_pem(&pem, None)
-            .with_context(|| format!("failed to load {}", path.display()));
+        return read_key(&path);
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("failed to create data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir).map_err(io_error("create", data_dir))?;
     let pair = SigningKeyPair::generate();
-    write_private(&path, pair.private_key_pem().as_bytes())
-        .with_context(|| format!("failed to write {}", path.display()))?;
-    Ok(pair)
+    let temporary = data_dir.join(format!(".{DEV_KEY_FILE}.{}", random_id()));
+    write_private(&temporary, pair.private_key_pem().as_bytes()).map_err(io_error("write", &temporary))?;
+    let linked = std::fs::hard_link(&temporary, &path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(pair),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => read_key(&path),
+        Err(error) => Err(io_error("write", &path)(error)),
+    }
+}
+
+fn read_key(path: &Path) -> Result<SigningKeyPair, KeyError> {
+    let pem = std::fs::read_to_string(path).map_err(io_error("read", path))?;
+    SigningKeyPair::from_pkcs8_pem(&pem, None)
 }
 
 #[cfg(unix)]
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    // create_new: two processes racing to create the key must not both win.
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(contents)
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 #[cfg(not(unix))]
@@ -181,14 +217,6 @@ mod tests {
         let again = SigningKeyPair::from_pkcs8_pem(&pair.private_key_pem(), None).unwrap();
         assert_eq!(again.kid(), pair.kid());
         assert_eq!(again.public_key_bytes(), pair.public_key_bytes());
-    }
-
-    #[test]
-    fn the_dev_key_is_created_once_and_then_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = load_or_create_dev_key(&dir.path().join("data")).unwrap();
-        let second = load_or_create_dev_key(&dir.path().join("data")).unwrap();
-        assert_eq!(first.public_key_bytes(), second.public_key_bytes());
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //!
 //! RFC 8725 rules: the algorithm is pinned to EdDSA (never taken from the token), `kid`
 //! selects among configured keys only, `iss`, `aud`, `exp` and `sub` are required, the
-//! header type must be `at+jwt` (so no other JWT of ours passes as an access token), and
-//! clocks may be off by the configured leeway (60 s by default).
+//! header type must be `at+jwt` (so no other JWT of ours passes as an access token),
+//! clocks may be off by the configured leeway (60 s by default), and no token may claim a
+//! lifetime beyond `auth.max_token_lifetime` or an issue time in the future.
 
 use std::collections::HashMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::DecodePublicKey;
@@ -16,7 +16,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use super::caller::is_valid_principal_id;
-use super::keys::{AccessClaims, SigningKeyPair};
+use super::keys::{AccessClaims, KeyError, SigningKeyPair};
 use super::{Caller, Scope};
 use crate::Error;
 use crate::config::{AuthSettings, ConfigError};
@@ -29,6 +29,8 @@ pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 pub struct TokenVerifier {
     keys: HashMap<String, DecodingKey>,
     validation: Validation,
+    leeway: Duration,
+    max_lifetime: Duration,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -38,8 +40,8 @@ impl std::fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
-    /// A verifier that requires `issuer` and `audience` and tolerates `leeway` of clock
-    /// skew, with no key yet.
+    /// A verifier that requires `issuer` and `audience`, tolerates `leeway` of clock skew
+    /// and accepts lifetimes up to one hour, with no key yet.
     pub fn new(issuer: &str, audience: &str, leeway: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = leeway.as_secs();
@@ -47,13 +49,20 @@ impl TokenVerifier {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        Self { keys: HashMap::new(), validation }
+        Self { keys: HashMap::new(), validation, leeway, max_lifetime: Duration::from_secs(3600) }
+    }
+
+    /// Rejects tokens whose `exp` lies more than `max_lifetime` (plus leeway) ahead.
+    pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
     }
 
     /// The verifier the `[auth]` settings describe: their keys, plus the embedded default's
     /// key pair when one is given.
     pub fn from_settings(settings: &AuthSettings, dev_key: Option<&SigningKeyPair>) -> Result<Self, ConfigError> {
-        let mut verifier = Self::new(&settings.issuer, &settings.audience, settings.leeway);
+        let mut verifier = Self::new(&settings.issuer, &settings.audience, settings.leeway)
+            .with_max_lifetime(settings.max_token_lifetime);
         for (index, key) in settings.keys.iter().enumerate() {
             let pem = match (&key.public_key_pem, &key.public_key_file) {
                 (Some(pem), _) => pem.clone(),
@@ -69,20 +78,27 @@ impl TokenVerifier {
             verifier.add_public_key_pem(&key.kid, &pem).map_err(|error| {
                 ConfigError::new(
                     format!("auth.keys[{index}]"),
-                    format!("{error:#}"),
+                    error.to_string(),
                     "an Ed25519 public key in SPKI PEM form (-----BEGIN PUBLIC KEY-----)",
                 )
             })?;
         }
         if let Some(pair) = dev_key {
+            if verifier.keys.contains_key(pair.kid()) {
+                return Err(ConfigError::new(
+                    "auth.keys",
+                    format!("the key id `{}` is also the dev key's", pair.kid()),
+                    "key ids that differ from the dev key's",
+                ));
+            }
             verifier.add_key_pair(pair);
         }
         Ok(verifier)
     }
 
     /// Trusts an Ed25519 public key in SPKI PEM form under `kid`.
-    pub fn add_public_key_pem(&mut self, kid: &str, pem: &str) -> anyhow::Result<()> {
-        let key = ed25519_dalek::VerifyingKey::from_public_key_pem(pem).context("not an Ed25519 public key")?;
+    pub fn add_public_key_pem(&mut self, kid: &str, pem: &str) -> Result<(), KeyError> {
+        let key = ed25519_dalek::VerifyingKey::from_public_key_pem(pem).map_err(|_| KeyError::Invalid("public"))?;
         self.add_raw_public_key(kid, &key.to_bytes())
     }
 
@@ -91,8 +107,9 @@ impl TokenVerifier {
         self.add_raw_public_key(pair.kid(), &pair.public_key_bytes()).expect("a generated key is valid");
     }
 
-    fn add_raw_public_key(&mut self, kid: &str, public: &[u8; 32]) -> anyhow::Result<()> {
-        let key = DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(public))?;
+    fn add_raw_public_key(&mut self, kid: &str, public: &[u8; 32]) -> Result<(), KeyError> {
+        let key = DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(public))
+            .map_err(|_| KeyError::Invalid("public"))?;
         self.keys.insert(kid.to_owned(), key);
         Ok(())
     }
@@ -112,7 +129,9 @@ impl TokenVerifier {
                 "the access token is not signed with an allowed algorithm",
             ));
         }
-        if header.typ.as_deref().is_none_or(|typ| !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)) {
+        // RFC 9068: `at+jwt`, or the full media type `application/at+jwt`.
+        let typ = header.typ.as_deref().map(|typ| typ.strip_prefix("application/").unwrap_or(typ));
+        if typ.is_none_or(|typ| !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)) {
             return Err(Error::unauthenticated("TOKEN_TYPE_INVALID", "the token is not an access token"));
         }
         let key =
@@ -130,6 +149,17 @@ impl TokenVerifier {
             return Err(Error::unauthenticated(
                 "TOKEN_INVALID",
                 "the access token's subject, tenant, session or id claim is invalid",
+            ));
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let leeway = self.leeway.as_secs();
+        if claims.iat > now + leeway {
+            return Err(Error::unauthenticated("TOKEN_NOT_YET_VALID", "the access token was issued in the future"));
+        }
+        if claims.exp > now + self.max_lifetime.as_secs() + leeway {
+            return Err(Error::unauthenticated(
+                "TOKEN_LIFETIME_TOO_LONG",
+                "the access token claims a longer lifetime than this server accepts",
             ));
         }
         Ok(Caller {
@@ -197,6 +227,23 @@ mod tests {
         let caller = verifier_for(&pair).verify(&pair.sign(&claims).unwrap()).unwrap();
         assert_eq!((caller.tenant.as_str(), caller.user.as_str(), caller.session.as_deref()), ("t1", "u1", Some("s1")));
         assert!(caller.has_scope("admin") && caller.has_scope("feed.write") && !caller.has_scope("root"));
+    }
+
+    #[test]
+    fn a_token_claiming_a_long_lifetime_is_rejected() {
+        let pair = SigningKeyPair::generate();
+        let claims = AccessClaims::new("mesh", "mesh", "t1", "u1", "s1", Duration::from_secs(10 * 365 * 86400));
+        let error = verifier_for(&pair).verify(&pair.sign(&claims).unwrap()).unwrap_err();
+        assert_eq!(error.reason(), "TOKEN_LIFETIME_TOO_LONG");
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_rejected() {
+        let pair = SigningKeyPair::generate();
+        let mut claims = AccessClaims::new("mesh", "mesh", "t1", "u1", "s1", Duration::from_secs(900));
+        claims.iat += 600;
+        let error = verifier_for(&pair).verify(&pair.sign(&claims).unwrap()).unwrap_err();
+        assert_eq!(error.reason(), "TOKEN_NOT_YET_VALID");
     }
 
     #[test]

@@ -78,7 +78,8 @@ impl std::error::Error for ConfigError {}
 /// With no file and no `MESH__` variable this is the embedded default, and only then does
 /// `auth.dev_key` default to true.
 pub fn load(sources: &Sources, overrides: &Overrides) -> Result<Settings, ConfigError> {
-    let embedded_default = sources.file.is_none() && !std::env::vars().any(|(name, _)| name.starts_with(ENV_PREFIX));
+    let embedded_default =
+        sources.file.is_none() && !std::env::vars_os().any(|(name, _)| name.to_string_lossy().starts_with(ENV_PREFIX));
     let mut figment = Figment::from(Serialized::defaults(Settings::default()));
     if embedded_default {
         figment = figment.merge(Serialized::default("auth.dev_key", true));
@@ -127,7 +128,10 @@ fn from_figment(error: figment::Error) -> ConfigError {
         path.push(field.clone());
     }
     let key = path.join(".");
-    let secret = SECRET_KEYS.contains(&key.as_str());
+    // A value given for a secret key, or for a table that holds one (`MESH__REDIS=...`),
+    // or at the root, is never echoed back.
+    let secret =
+        key.is_empty() || SECRET_KEYS.iter().any(|secret| *secret == key || secret.starts_with(&format!("{key}.")));
     let (problem, serde_expected) = match &error.kind {
         Kind::UnknownField(field, known) => {
             let known =
@@ -168,9 +172,11 @@ fn from_figment(error: figment::Error) -> ConfigError {
 fn expected_for(key: &str) -> Option<&'static str> {
     Some(match key {
         "server.listen" => "an IP socket address such as 127.0.0.1:50051 (port 0 picks a free port)",
-        "server.drain_timeout" | "server.http2_keepalive_interval" | "auth.leeway" | "redis.connect_timeout" => {
-            "a duration such as 10s or 250ms"
-        }
+        "server.drain_timeout"
+        | "server.http2_keepalive_interval"
+        | "auth.leeway"
+        | "auth.max_token_lifetime"
+        | "redis.connect_timeout" => "a duration such as 10s or 250ms",
         "server.max_concurrent_streams" | "server.max_header_list_size" => "a whole number from 1 to 4294967295",
         "server.max_pending_accept_reset_streams"
         | "server.max_local_error_reset_streams"
@@ -182,6 +188,7 @@ fn expected_for(key: &str) -> Option<&'static str> {
         "log.format" => "text or json",
         "redis.url" => "a URL such as redis://127.0.0.1:6379",
         "services" => "a comma-separated list of service names",
+        "server" | "auth" | "log" | "redis" => "a table of settings (set its keys, e.g. MESH__REDIS__URL)",
         _ => return None,
     })
 }
@@ -241,6 +248,14 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
             ));
         }
     }
+    check_range(
+        "auth.max_token_lifetime",
+        auth.max_token_lifetime,
+        Duration::from_secs(1),
+        Duration::from_secs(24 * 3600),
+    )?;
+    // Parse every configured key now, so `print-config` and `dev-token` catch a bad one too.
+    crate::auth::TokenVerifier::from_settings(auth, None)?;
     if auth.keys.is_empty() && !auth.dev_key {
         return Err(ConfigError::new(
             "auth.keys",
@@ -319,6 +334,27 @@ fn check_at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// Deserializes a string that an environment variable may have turned into a number or a
+/// boolean (`MESH__AUTH__AUDIENCE=1234` is a string to us).
+pub(super) fn scalar_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        String(String),
+        Integer(i64),
+        Unsigned(u64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Scalar::deserialize(deserializer)? {
+        Scalar::String(text) => text,
+        Scalar::Integer(number) => number.to_string(),
+        Scalar::Unsigned(number) => number.to_string(),
+        Scalar::Float(number) => number.to_string(),
+        Scalar::Bool(flag) => flag.to_string(),
+    })
 }
 
 /// Deserializes a list given either as a sequence or as one comma-separated string (the

@@ -114,12 +114,19 @@ impl Default for ServerSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Required `iss` claim. Key `auth.issuer`, default `mesh`.
+    #[serde(deserialize_with = "load::scalar_string")]
     pub issuer: String,
     /// Required `aud` claim. Key `auth.audience`, default `mesh`.
+    #[serde(deserialize_with = "load::scalar_string")]
     pub audience: String,
     /// Clock skew tolerated on `exp`/`nbf`. Key `auth.leeway`, default `60s`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Longest lifetime a token may claim (`exp` later than now + this + leeway is
+    /// rejected), so a leaked long-lived token cannot exist. Key `auth.max_token_lifetime`,
+    /// default `1h` (access tokens live 15 min).
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
     /// Keep a generated Ed25519 key pair in `data_dir` and trust it. Key `auth.dev_key`,
     /// default true only in the embedded default (no config file, no `MESH__` variable);
     /// never implied once any configuration is given.
@@ -134,6 +141,7 @@ impl Default for AuthSettings {
             issuer: "mesh".to_owned(),
             audience: "mesh".to_owned(),
             leeway: Duration::from_secs(60),
+            max_token_lifetime: Duration::from_secs(3600),
             dev_key: false,
             keys: Vec::new(),
         }
@@ -146,6 +154,7 @@ impl Default for AuthSettings {
 #[serde(deny_unknown_fields)]
 pub struct VerificationKey {
     /// Key id matched against the token header's `kid`.
+    #[serde(deserialize_with = "load::scalar_string")]
     pub kid: String,
     /// The PEM text (`-----BEGIN PUBLIC KEY-----`).
     #[serde(default)]
@@ -164,6 +173,7 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A tracing filter directive, e.g. `info` or `meshd=debug,info`. Key `log.filter`,
     /// default `info`.
+    #[serde(deserialize_with = "load::scalar_string")]
     pub filter: String,
 }
 

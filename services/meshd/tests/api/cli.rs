@@ -35,6 +35,27 @@ async fn each_invalid_setting_exits_with_code_2_and_names_its_key() {
     let unknown_key = dir.path().join("unknown.toml");
     std::fs::write(&unknown_key, "[server]\nlisten_adress = \"127.0.0.1:1\"\n").unwrap();
     let missing = dir.path().join("missing.toml");
+    let key = mesh_core::auth::SigningKeyPair::generate().public_key_pem();
+    let write_config = |name: &str, body: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.display().to_string()
+    };
+    let duplicate_kid = write_config(
+        "duplicate.toml",
+        format!(
+            "[[auth.keys]]\nkid = \"k1\"\npublic_key_pem = '''{key}'''\n[[auth.keys]]\nkid = \"k1\"\npublic_key_pem = '''{key}'''\n"
+        ),
+    );
+    let empty_kid =
+        write_config("empty-kid.toml", format!("[[auth.keys]]\nkid = \"\"\npublic_key_pem = '''{key}'''\n"));
+    let bad_pem =
+        write_config("bad-pem.toml", "[[auth.keys]]\nkid = \"k1\"\npublic_key_pem = \"garbage\"\n".to_owned());
+    let missing_file = write_config(
+        "missing-file.toml",
+        "[[auth.keys]]\nkid = \"k1\"\npublic_key_file = \"/nonexistent/key.pem\"\n".to_owned(),
+    );
+    let no_material = write_config("no-material.toml", "[[auth.keys]]\nkid = \"k1\"\n".to_owned());
 
     let dev = ("MESH__AUTH__DEV_KEY", "true");
     let cases: Vec<Case> = vec![
@@ -44,6 +65,18 @@ async fn each_invalid_setting_exits_with_code_2_and_names_its_key() {
         (vec![], vec![dev, ("MESH__SERVER__MAX_CONCURRENT_STREAMS", "0")], "server.max_concurrent_streams"),
         (vec![], vec![dev, ("MESH__SERVER__MAX_HEADER_LIST_SIZE", "12")], "server.max_header_list_size"),
         (vec![], vec![dev, ("MESH__SERVER__MAX_DECODING_MESSAGE_SIZE", "-5")], "server.max_decoding_message_size"),
+        (vec![], vec![dev, ("MESH__SERVER__MAX_ENCODING_MESSAGE_SIZE", "100")], "server.max_encoding_message_size"),
+        (
+            vec![],
+            vec![dev, ("MESH__SERVER__MAX_PENDING_ACCEPT_RESET_STREAMS", "-1")],
+            "server.max_pending_accept_reset_streams",
+        ),
+        (
+            vec![],
+            vec![dev, ("MESH__SERVER__MAX_LOCAL_ERROR_RESET_STREAMS", "lots")],
+            "server.max_local_error_reset_streams",
+        ),
+        (vec![], vec![dev, ("MESH__SERVER__HTTP2_KEEPALIVE_INTERVAL", "0s")], "server.http2_keepalive_interval"),
         (vec![], vec![dev, ("MESH__SERVER__REFLECTION", "maybe")], "server.reflection"),
         (vec![], vec![dev, ("MESH__SERVER__CORS_ALLOWED_ORIGINS", "app.example/path")], "server.cors_allowed_origins"),
         (vec![], vec![dev, ("MESH__SERVER__NO_SUCH_KEY", "1")], "server.no_such_key"),
@@ -51,9 +84,18 @@ async fn each_invalid_setting_exits_with_code_2_and_names_its_key() {
         (vec![], vec![dev, ("MESH__LOG__FILTER", "[[[")], "log.filter"),
         (vec![], vec![dev, ("MESH__AUTH__ISSUER", " ")], "auth.issuer"),
         (vec![], vec![dev, ("MESH__AUTH__LEEWAY", "1h")], "auth.leeway"),
+        (vec![], vec![dev, ("MESH__AUTH__AUDIENCE", "")], "auth.audience"),
+        (vec![], vec![dev, ("MESH__AUTH__MAX_TOKEN_LIFETIME", "30days")], "auth.max_token_lifetime"),
+        (vec!["--config".into(), duplicate_kid], vec![], "auth.keys[1].kid"),
+        (vec!["--config".into(), empty_kid], vec![], "auth.keys[0].kid"),
+        (vec!["--config".into(), bad_pem], vec![], "auth.keys[0]"),
+        (vec!["--config".into(), missing_file], vec![], "auth.keys[0].public_key_file"),
+        (vec!["--config".into(), no_material], vec![], "auth.keys[0]"),
         (vec![], vec![("MESH__AUTH__DEV_KEY", "false")], "auth.keys"),
         (vec![], vec![dev, ("MESH__REDIS__URL", "http://user:hunter2@db")], "redis.url"),
         (vec![], vec![dev, ("MESH__REDIS__POOL_SIZE", "0")], "redis.pool_size"),
+        (vec![], vec![dev, ("MESH__REDIS__CONNECT_TIMEOUT", "0s")], "redis.connect_timeout"),
+        (vec![], vec![dev, ("MESH__REDIS", "redis://:hunter2@db:6379")], "redis"),
         (vec!["--services".into(), "bogus".into()], vec![], "services"),
         (vec!["--config".into(), missing.display().to_string()], vec![], "--config"),
         (vec!["--config".into(), bad_toml.display().to_string()], vec![dev], "server.listen"),
@@ -86,6 +128,21 @@ async fn print_config_never_prints_a_secret() {
     assert_eq!(code, 0, "stderr: {stderr}");
     assert!(stdout.contains("[redacted]"), "{stdout}");
     assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
+}
+
+#[tokio::test]
+async fn string_settings_accept_values_that_look_like_numbers() {
+    let env = [("MESH__AUTH__DEV_KEY", "true"), ("MESH__AUTH__ISSUER", "1234"), ("MESH__AUTH__AUDIENCE", "true")];
+    let (code, stdout, stderr) = run_meshd(&["print-config"], &env).await;
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.contains("issuer = \"1234\"") && stdout.contains("audience = \"true\""), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_dev_token_longer_than_the_lifetime_cap_is_refused() {
+    let (code, stdout, stderr) = run_meshd(&["dev-token", "--tenant", "t1", "--user", "u1", "--ttl", "2h"], &[]).await;
+    assert_eq!(code, 2, "stdout: {stdout} stderr: {stderr}");
+    assert!(stderr.contains("`--ttl`"), "{stderr}");
 }
 
 #[tokio::test]

@@ -110,14 +110,20 @@ async fn a_text_mode_grpc_web_call_over_http1_reaches_health_and_returns_trailer
     assert_eq!(message.status, ServingStatus::Serving as i32);
 }
 
+/// The grpc-status of a binary grpc-web call to `url` with an empty message, from the
+/// headers (trailers-only answer) or the trailer frame.
+pub async fn grpc_web_status(url: String, extra: &[(&str, &str)]) -> Option<String> {
+    let response = http1_post(url, "application/grpc-web+proto", frame(&[]), extra).await;
+    let in_headers = response.headers().get("grpc-status").map(|value| value.to_str().unwrap().to_owned());
+    let in_trailers = parse_frames(response.into_body()).trailer("grpc-status").map(str::to_owned);
+    in_headers.or(in_trailers)
+}
+
 #[tokio::test]
 async fn a_grpc_web_call_without_a_token_to_a_protected_path_is_unauthenticated() {
     let app = TestApp::start().await.unwrap();
-    let url = format!("{}/mesh.session.v1.SessionService/GetSession", app.url());
-    let response = http1_post(url, "application/grpc-web+proto", frame(&[]), &[]).await;
-    let in_headers = response.headers().get("grpc-status").map(|value| value.to_str().unwrap().to_owned());
-    let in_trailers = parse_frames(response.into_body()).trailer("grpc-status").map(str::to_owned);
-    assert_eq!(in_headers.or(in_trailers).as_deref(), Some("16"), "UNAUTHENTICATED is 16");
+    let status = grpc_web_status(format!("{}/mesh.session.v1.SessionService/GetSession", app.url()), &[]).await;
+    assert_eq!(status.as_deref(), Some("16"), "UNAUTHENTICATED is 16");
 }
 
 #[tokio::test]

@@ -47,9 +47,9 @@ async fn an_unknown_service_name_gets_not_found() {
 #[tokio::test]
 async fn a_service_whose_redis_goes_down_is_not_serving_until_redis_is_back() {
     let mut redis = RedisServer::start().await.unwrap();
-    let settings = RedisSettings { connect_timeout: Duration::from_millis(200), ..RedisSettings::default() };
+    let settings = RedisSettings { connect_timeout: Duration::from_secs(2), ..RedisSettings::default() };
     let pool = redis_pool(&redis.url(), &settings).unwrap();
-    let probe: Arc<dyn BackendProbe> = Arc::new(RedisProbe::new(pool, Duration::from_millis(300)));
+    let probe: Arc<dyn BackendProbe> = Arc::new(RedisProbe::new(pool, Duration::from_secs(2)));
     let (reporter, service) = tonic_health::server::health_reporter();
     let target = HealthTarget { service: "mesh.test.v1.TestService".to_owned(), probes: vec![probe] };
     let stop = CancellationToken::new();

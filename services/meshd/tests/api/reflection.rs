@@ -105,24 +105,18 @@ async fn reflection_describes_the_mesh_api_types() {
     assert!(packages.contains(&"mesh.stream.v1".to_owned()), "{packages:?}");
 }
 
-/// The grpcurl binary: `MESH_GRPCURL`, else the one scripts/install-tools put in `.tools/bin`,
-/// else `grpcurl` on the PATH.
+/// The grpcurl binary: `MESH_GRPCURL`, else the one scripts/install-tools put in
+/// `.tools/bin` (grpcurl 1.8.6 from PyPI). Never whatever `grpcurl` the machine has.
 fn grpcurl() -> PathBuf {
     if let Some(path) = std::env::var_os("MESH_GRPCURL") {
         return PathBuf::from(path);
     }
     let installed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/grpcurl");
-    if installed.is_file() {
-        return installed;
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("grpcurl"))
-        .find(|candidate| candidate.is_file());
-    on_path.unwrap_or_else(|| {
-        panic!("grpcurl not found: run scripts/install-tools (it installs grpcurl 1.8.6 into .tools/bin)")
-    })
+    assert!(
+        installed.is_file(),
+        "grpcurl not found: run scripts/install-tools (it installs grpcurl 1.8.6 into .tools/bin)"
+    );
+    installed
 }
 
 async fn run_grpcurl(args: &[&str]) -> String {
