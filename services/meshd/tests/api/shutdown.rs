@@ -55,11 +55,9 @@ async fn an_open_stream_ends_with_unavailable_after_the_drain_and_meshd_exits_0(
     assert_eq!(odd_stream.await.unwrap().as_deref(), Some("14"), "the text/plain stream ends with UNAVAILABLE too");
 
     let exit = tokio::time::timeout(Duration::from_secs(20), meshd.child.wait()).await.expect("meshd exits").unwrap();
-    assert_eq!(exit.code(), Some(0), "meshd stderr: {}", meshd.stderr.await.unwrap());
-    assert!(
-        signalled.elapsed() < drain + Duration::from_secs(4),
-        "meshd waited for its hard deadline: a stream was not ended"
-    );
+    let stderr = meshd.stderr.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "meshd stderr: {stderr}");
+    assert!(!stderr.contains("connections still open"), "meshd had to cut connections: a stream was not ended\n{stderr}");
 }
 
 /// Opens health Watch over raw HTTP/2 with `content_type`; returns once the answer's
