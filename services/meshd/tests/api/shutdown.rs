@@ -57,7 +57,10 @@ async fn an_open_stream_ends_with_unavailable_after_the_drain_and_meshd_exits_0(
     let exit = tokio::time::timeout(Duration::from_secs(20), meshd.child.wait()).await.expect("meshd exits").unwrap();
     let stderr = meshd.stderr.await.unwrap();
     assert_eq!(exit.code(), Some(0), "meshd stderr: {stderr}");
-    assert!(!stderr.contains("connections still open"), "meshd had to cut connections: a stream was not ended\n{stderr}");
+    assert!(
+        !stderr.contains("connections still open"),
+        "meshd had to cut connections: a stream was not ended\n{stderr}"
+    );
 }
 
 /// Opens health Watch over raw HTTP/2 with `content_type`; returns once the answer's
