@@ -7,6 +7,7 @@
 //!   signing key pair used by the embedded default (`meshd dev-token`).
 //! - [`transport`]: everything that knows gRPC/HTTP: the error-to-`Status` mapping, the
 //!   auth layer, the per-RPC layer (tracing span, shutdown of open streams), HTTP/2 limits.
+//! - [`broker`]: the streaming backbone: positions, bounded history, live fan-out.
 //! - [`backend`]: health probes of I/O backends (memory and Redis).
 //! - [`telemetry`]: the tracing subscriber (readable or JSON logs).
 //!
@@ -15,6 +16,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod broker;
 pub mod config;
 pub mod error;
 pub mod telemetry;

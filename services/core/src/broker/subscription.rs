@@ -1,0 +1,265 @@
+//! [`subscribe`]: the function every streaming RPC calls. It turns channels and optional
+//! last positions into one stream that keeps the stream contract:
+//!
+//! 1. a [`Confirmation`] first, with each channel's position and whether recovery worked;
+//! 2. the publications the client missed (when it sent a last position and all of them
+//!    are still in history), then live ones: no gap and no duplicate at the seam, because
+//!    the subscriber joins the hub *before* history is read and live publications at or
+//!    below the replayed offset are dropped;
+//! 3. a heartbeat whenever nothing was sent for the heartbeat interval;
+//! 4. a bounded queue: a subscriber that falls behind is ended with RESOURCE_EXHAUSTED,
+//!    reason SLOW_CONSUMER, and the last position it received per channel, so it resumes
+//!    without loss; a gap the hub could not repair ends it with UNAVAILABLE, reason
+//!    STREAM_GAP, and the same positions. Never a silent gap.
+//!
+//! No task is spawned per subscription: the stream is polled by whoever sends it (the gRPC
+//! response), which keeps an idle subscription down to its queue and a few fields.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use tokio_stream::Stream;
+
+use super::hub::{Hub, HubEvent, HubSubscription};
+use super::{ChannelKey, History, Position, Publication};
+use crate::{Error, FieldViolation};
+
+/// Limits and pacing of subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionSettings {
+    /// Events a subscriber may have waiting before it is cut off (default 100).
+    pub queue_capacity: usize,
+    /// Idle time after which a heartbeat is sent (default 15 s).
+    pub heartbeat_interval: Duration,
+    /// Most publications replayed per channel on recovery (default 1,000).
+    pub history_limit: usize,
+    /// Most channels in one subscription (default 16).
+    pub max_channels: usize,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> Self {
+        Self { queue_capacity: 100, heartbeat_interval: Duration::from_secs(15), history_limit: 1000, max_channels: 16 }
+    }
+}
+
+/// One channel of a subscription request, with the client's last position if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRequest {
+    /// The channel (the tenant comes from the verified caller).
+    pub channel: ChannelKey,
+    /// The last position the client received, to recover from.
+    pub since: Option<Position>,
+}
+
+/// The first event of every subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    /// Each channel's position at the end of the replay (its head when the stream went
+    /// live), in request order.
+    pub positions: Vec<(ChannelKey, Position)>,
+    /// Whether any channel came with a last position.
+    pub recovery_requested: bool,
+    /// True when recovery was requested and every channel that asked was recovered.
+    pub recovered: bool,
+    /// Channels whose last position could not be recovered (nothing was replayed for them).
+    pub unrecovered: Vec<ChannelKey>,
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The confirmation (always first, exactly once).
+    Confirmed(Confirmation),
+    /// A publication, replayed or live, shared with every other subscriber.
+    Publication(Arc<Publication>),
+    /// Nothing happened for a heartbeat interval.
+    Heartbeat,
+}
+
+/// Subscribes to `requests` through `hub`: see the module documentation for what the
+/// stream yields. Fails with INVALID_ARGUMENT for an empty, oversized or repetitive
+/// request, and UNAVAILABLE when the broker cannot be reached.
+pub async fn subscribe(
+    hub: &Hub,
+    requests: Vec<ChannelRequest>,
+    settings: &SubscriptionSettings,
+) -> Result<Subscription, Error> {
+    validate(&requests, settings)?;
+    let channels: Vec<ChannelKey> = requests.iter().map(|request| request.channel.clone()).collect();
+    // Join first: everything published from now on is queued, so history read next and
+    // the queue overlap rather than leave a gap.
+    let hub_subscription = hub.join(&channels, settings.queue_capacity).await?;
+
+    let broker = hub.broker();
+    let mut replay = VecDeque::new();
+    let mut positions = Vec::with_capacity(requests.len());
+    let mut unrecovered = Vec::new();
+    for request in &requests {
+        let mut head = None;
+        if let Some(since) = &request.since {
+            match broker.history(&request.channel, since, settings.history_limit).await? {
+                History::Recovered(missed) => {
+                    head = Some(missed.last().map_or_else(|| since.clone(), |last| last.position.clone()));
+                    replay
+                        .extend(missed.into_iter().map(|publication| StreamEvent::Publication(Arc::new(publication))));
+                }
+                History::Unrecoverable(_) => unrecovered.push(request.channel.clone()),
+            }
+        }
+        let head = match head {
+            Some(head) => head,
+            None => broker.position(&request.channel).await?,
+        };
+        hub.seed(&request.channel, &head);
+        positions.push((request.channel.clone(), head));
+    }
+
+    let recovery_requested = requests.iter().any(|request| request.since.is_some());
+    let cursors = positions.iter().map(|(channel, position)| (channel.clone(), position.clone())).collect();
+    let confirmation = Confirmation {
+        positions,
+        recovery_requested,
+        recovered: recovery_requested && unrecovered.is_empty(),
+        unrecovered,
+    };
+    replay.push_front(StreamEvent::Confirmed(confirmation));
+    Ok(Subscription {
+        pending: replay,
+        hub: hub_subscription,
+        cursors,
+        heartbeat_interval: settings.heartbeat_interval,
+        heartbeat: Box::pin(tokio::time::sleep(settings.heartbeat_interval)),
+        ended: false,
+    })
+}
+
+fn validate(requests: &[ChannelRequest], settings: &SubscriptionSettings) -> Result<(), Error> {
+    if requests.is_empty() {
+        return Err(Error::invalid_argument(vec![FieldViolation::new("channels", "at least one channel is required")]));
+    }
+    if requests.len() > settings.max_channels {
+        return Err(Error::invalid_argument(vec![FieldViolation::new(
+            "channels",
+            format!("at most {} channels per subscription", settings.max_channels),
+        )]));
+    }
+    let mut seen = HashSet::new();
+    for (index, request) in requests.iter().enumerate() {
+        if !seen.insert(request.channel.full()) {
+            return Err(Error::invalid_argument(vec![FieldViolation::new(
+                format!("channels[{index}]"),
+                "the channel is named twice",
+            )]));
+        }
+    }
+    Ok(())
+}
+
+/// A live subscription: a stream of [`StreamEvent`]s that ends with an error when the
+/// subscriber fell behind or publications were lost.
+pub struct Subscription {
+    pending: VecDeque<StreamEvent>,
+    hub: HubSubscription,
+    /// The last position handed to the subscriber, per channel.
+    cursors: HashMap<ChannelKey, Position>,
+    heartbeat_interval: Duration,
+    heartbeat: Pin<Box<Sleep>>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").field("cursors", &self.cursors).finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The last position delivered per channel.
+    pub fn cursors(&self) -> &HashMap<ChannelKey, Position> {
+        &self.cursors
+    }
+
+    fn end(&mut self, error: Error) -> Poll<Option<Result<StreamEvent, Error>>> {
+        self.ended = true;
+        let mut error = error;
+        for (channel, position) in &self.cursors {
+            error = error.with_metadata(channel.name().as_str(), format!("{}:{}", position.offset, position.epoch.0));
+        }
+        Poll::Ready(Some(Err(error)))
+    }
+
+    fn emit(&mut self, event: StreamEvent) -> Poll<Option<Result<StreamEvent, Error>>> {
+        self.heartbeat.as_mut().reset(Instant::now() + self.heartbeat_interval);
+        Poll::Ready(Some(Ok(event)))
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<StreamEvent, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.hub.is_cut_off() {
+            return this.end(slow_consumer());
+        }
+        if let Some(event) = this.pending.pop_front() {
+            if let StreamEvent::Publication(publication) = &event {
+                this.cursors.insert(publication.channel.clone(), publication.position.clone());
+            }
+            return this.emit(event);
+        }
+        loop {
+            match this.hub.events().poll_recv(cx) {
+                Poll::Ready(Some(HubEvent::Publication(publication))) => {
+                    let Some(cursor) = this.cursors.get(&publication.channel) else {
+                        continue;
+                    };
+                    let position = &publication.position;
+                    if position.epoch == cursor.epoch && position.offset <= cursor.offset {
+                        continue; // replayed already: the seam between history and live
+                    }
+                    if position.epoch != cursor.epoch || position.offset != cursor.offset + 1 {
+                        return this.end(stream_gap());
+                    }
+                    this.cursors.insert(publication.channel.clone(), position.clone());
+                    return this.emit(StreamEvent::Publication(publication));
+                }
+                Poll::Ready(Some(HubEvent::Gap(_))) => return this.end(stream_gap()),
+                Poll::Ready(None) if this.hub.is_cut_off() => return this.end(slow_consumer()),
+                Poll::Ready(None) => {
+                    return this.end(Error::unavailable("SHUTTING_DOWN", "the server stopped this subscription"));
+                }
+                Poll::Pending => break,
+            }
+        }
+        if this.heartbeat.as_mut().poll(cx).is_ready() {
+            return this.emit(StreamEvent::Heartbeat);
+        }
+        Poll::Pending
+    }
+}
+
+fn slow_consumer() -> Error {
+    Error::resource_exhausted(
+        "SLOW_CONSUMER",
+        "the subscriber fell behind; resubscribe from the last positions in the error metadata",
+        Duration::from_secs(1),
+    )
+}
+
+fn stream_gap() -> Error {
+    Error::unavailable(
+        "STREAM_GAP",
+        "publications were lost while the broker was unreachable; resubscribe from the last positions in the error metadata",
+    )
+    .with_retry_after(Duration::from_secs(1))
+}
