@@ -28,6 +28,7 @@ use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::backbone::Backbone;
 use crate::health::{self, HealthTarget};
 use crate::registry::{self, ServiceEntry};
 
@@ -113,11 +114,13 @@ impl App {
         let end_streams = CancellationToken::new();
         let stopping = CancellationToken::new();
 
+        let backbone = Backbone::from_settings(&self.settings)?;
+        tracing::info!(backend = backbone.kind(), "streaming backbone ready");
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health_service = health_service
             .max_decoding_message_size(server_settings.max_decoding_message_size)
             .max_encoding_message_size(server_settings.max_encoding_message_size);
-        let targets = self.health_targets();
+        let targets = self.health_targets(&backbone);
         let monitor =
             health::spawn_monitor(reporter.clone(), targets.clone(), HEALTH_PROBE_INTERVAL, stopping.clone()).await;
 
@@ -167,7 +170,9 @@ impl App {
         }
     }
 
-    fn health_targets(&self) -> Vec<HealthTarget> {
+    /// Health targets: reflection (no backend), and every mesh service, which depends on
+    /// the backbone's backend.
+    fn health_targets(&self, backbone: &Backbone) -> Vec<HealthTarget> {
         let mut targets: Vec<HealthTarget> = Vec::new();
         if self.settings.server.reflection {
             targets.extend(
@@ -176,7 +181,10 @@ impl App {
         }
         for entry in &self.services {
             targets.extend(
-                entry.grpc_names.iter().map(|name| HealthTarget { service: (*name).to_owned(), probes: Vec::new() }),
+                entry
+                    .grpc_names
+                    .iter()
+                    .map(|name| HealthTarget { service: (*name).to_owned(), probes: vec![backbone.probe()] }),
             );
         }
         targets

@@ -4,6 +4,7 @@
 //!
 //! - [`cli`]: the command line (`meshd`, `meshd dev-token`, `meshd print-config`) and exit codes.
 //! - [`app`]: building the application from settings and serving it on a bound listener.
+//! - [`backbone`]: the streaming backbone (broker, hub) from settings.
 //! - [`registry`]: the mesh services this build can run (`--services`).
 //! - [`health`]: grpc.health.v1 statuses driven by backend probes.
 //! - [`http`]: the plain HTTP endpoints beside gRPC.
@@ -11,6 +12,7 @@
 //! Wiring happens here and nowhere else: no globals, no service locator.
 
 pub mod app;
+pub mod backbone;
 pub mod cli;
 pub mod health;
 pub mod http;

@@ -182,13 +182,17 @@ fn expected_for(key: &str) -> Option<&'static str> {
         | "server.max_local_error_reset_streams"
         | "server.max_decoding_message_size"
         | "server.max_encoding_message_size"
-        | "redis.pool_size" => "a positive whole number",
+        | "redis.pool_size"
+        | "stream.history_size"
+        | "stream.max_payload_bytes"
+        | "stream.queue_capacity"
+        | "stream.max_channels_per_subscription" => "a positive whole number",
         "server.reflection" | "auth.dev_key" => "true or false",
         "server.cors_allowed_origins" => "a list of origins such as https://app.example.com, or *",
         "log.format" => "text or json",
         "redis.url" => "a URL such as redis://127.0.0.1:6379",
         "services" => "a comma-separated list of service names",
-        "server" | "auth" | "log" | "redis" => "a table of settings (set its keys, e.g. MESH__REDIS__URL)",
+        "server" | "auth" | "log" | "redis" | "stream" => "a table of settings (set its keys, e.g. MESH__REDIS__URL)",
         _ => return None,
     })
 }
@@ -291,6 +295,13 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
         ));
     }
     check_range("redis.connect_timeout", redis.connect_timeout, Duration::from_millis(1), Duration::from_secs(60))?;
+    let stream = &settings.stream;
+    check_between("stream.history_size", stream.history_size as u64, 1, 100_000)?;
+    check_range("stream.history_ttl", stream.history_ttl, Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600))?;
+    check_between("stream.max_payload_bytes", stream.max_payload_bytes as u64, 1, 4 * 1024 * 1024)?;
+    check_range("stream.heartbeat_interval", stream.heartbeat_interval, Duration::from_millis(100), Duration::from_secs(300))?;
+    check_between("stream.queue_capacity", stream.queue_capacity as u64, 1, 100_000)?;
+    check_between("stream.max_channels_per_subscription", stream.max_channels_per_subscription as u64, 1, 256)?;
     for (index, name) in settings.services.iter().enumerate() {
         if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'-') {
             return Err(ConfigError::new(
@@ -321,6 +332,13 @@ fn check_range(key: &str, value: Duration, min: Duration, max: Duration) -> Resu
             format!("{} is out of range", humantime::format_duration(value)),
             format!("a duration from {} to {}", humantime::format_duration(min), humantime::format_duration(max)),
         ));
+    }
+    Ok(())
+}
+
+fn check_between(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if !(min..=max).contains(&value) {
+        return Err(ConfigError::new(key, format!("{value} is out of range"), format!("a whole number from {min} to {max}")));
     }
     Ok(())
 }

@@ -36,6 +36,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The shared Redis, when one is configured (none in the embedded default).
     pub redis: RedisSettings,
+    /// The streaming backbone: history, heartbeats, queues.
+    pub stream: StreamSettings,
 }
 
 impl Default for Settings {
@@ -47,6 +49,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             log: LogSettings::default(),
             redis: RedisSettings::default(),
+            stream: StreamSettings::default(),
         }
     }
 }
@@ -210,5 +213,63 @@ pub struct RedisSettings {
 impl Default for RedisSettings {
     fn default() -> Self {
         Self { url: None, pool_size: 16, connect_timeout: Duration::from_secs(2) }
+    }
+}
+
+/// Section `[stream]`: the streaming backbone every streaming RPC uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Publications kept per channel for recovery. Key `stream.history_size`, default 1000.
+    pub history_size: usize,
+    /// How long a channel's history lives after its last publication.
+    /// Key `stream.history_ttl`, default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// Largest publication payload in bytes. Key `stream.max_payload_bytes`, default 65536.
+    pub max_payload_bytes: usize,
+    /// Idle time after which a stream gets a heartbeat. Key `stream.heartbeat_interval`,
+    /// default `15s`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Events a stream may have waiting before it is ended with SLOW_CONSUMER.
+    /// Key `stream.queue_capacity`, default 100.
+    pub queue_capacity: usize,
+    /// Most channels in one subscription. Key `stream.max_channels_per_subscription`,
+    /// default 16.
+    pub max_channels_per_subscription: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            history_size: 1000,
+            history_ttl: Duration::from_secs(3600),
+            max_payload_bytes: 64 * 1024,
+            heartbeat_interval: Duration::from_secs(15),
+            queue_capacity: 100,
+            max_channels_per_subscription: 16,
+        }
+    }
+}
+
+impl StreamSettings {
+    /// The broker's history settings.
+    pub fn history(&self) -> crate::broker::HistorySettings {
+        crate::broker::HistorySettings {
+            size: self.history_size,
+            ttl: self.history_ttl,
+            max_payload: self.max_payload_bytes,
+        }
+    }
+
+    /// The settings of each subscription.
+    pub fn subscription(&self) -> crate::broker::subscription::SubscriptionSettings {
+        crate::broker::subscription::SubscriptionSettings {
+            queue_capacity: self.queue_capacity,
+            heartbeat_interval: self.heartbeat_interval,
+            history_limit: self.history_size,
+            max_channels: self.max_channels_per_subscription,
+        }
     }
 }
