@@ -388,3 +388,27 @@ async fn a_redis_restart_mid_stream_is_reported_and_the_hub_resubscribes_by_itse
     assert_ne!(fresh.epoch, last.epoch, "a fresh Redis means a new epoch");
     assert_eq!(next_offsets(&mut again, 1).await, vec![1]);
 }
+
+#[tokio::test]
+async fn a_channel_whose_keys_were_deleted_is_not_recovered_and_nothing_is_replayed() {
+    let server = RedisServer::start().await.unwrap();
+    let hub = redis_hub(&server, HistorySettings::default());
+    let key = channel("t1", "wiped");
+    let (mut subscription, _) = open(&hub, &key, None).await;
+    publish_n(hub.broker(), &key, 5).await;
+    assert_eq!(next_offsets(&mut subscription, 5).await, vec![1, 2, 3, 4, 5]);
+    let last = subscription.cursors()[&key].clone();
+    drop(subscription);
+
+    let mut connection = server.connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("t:t1:ch:*").query_async(&mut connection).await.unwrap();
+    assert!(!keys.is_empty());
+    let _: () = ::redis::cmd("DEL").arg(&keys).query_async(&mut connection).await.unwrap();
+    publish_n(hub.broker(), &key, 10).await;
+
+    let (mut resumed, confirmation) = open(&hub, &key, Some(last.clone())).await;
+    assert!(confirmation.recovery_requested && !confirmation.recovered, "{confirmation:?}");
+    assert_ne!(confirmation.positions[0].1.epoch, last.epoch);
+    publish_n(hub.broker(), &key, 1).await;
+    assert_eq!(next_offsets(&mut resumed, 1).await, vec![11], "nothing replayed, then live");
+}
