@@ -8,6 +8,7 @@
 //! - [`transport`]: everything that knows gRPC/HTTP: the error-to-`Status` mapping, the
 //!   auth layer, the per-RPC layer (tracing span, shutdown of open streams), HTTP/2 limits.
 //! - [`broker`]: the streaming backbone: positions, bounded history, live fan-out.
+//! - [`jobs`]: the job queue (memory, Redis Streams): at-least-once, retries, dead letters.
 //! - [`backend`]: health probes of I/O backends (memory and Redis).
 //! - [`telemetry`]: the tracing subscriber (readable or JSON logs).
 //!
@@ -19,6 +20,7 @@ pub mod backend;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod telemetry;
 pub mod transport;
 

@@ -299,7 +299,12 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
     check_between("stream.history_size", stream.history_size as u64, 1, 100_000)?;
     check_range("stream.history_ttl", stream.history_ttl, Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600))?;
     check_between("stream.max_payload_bytes", stream.max_payload_bytes as u64, 1, 4 * 1024 * 1024)?;
-    check_range("stream.heartbeat_interval", stream.heartbeat_interval, Duration::from_millis(100), Duration::from_secs(300))?;
+    check_range(
+        "stream.heartbeat_interval",
+        stream.heartbeat_interval,
+        Duration::from_millis(100),
+        Duration::from_secs(300),
+    )?;
     check_between("stream.queue_capacity", stream.queue_capacity as u64, 1, 100_000)?;
     check_between("stream.max_channels_per_subscription", stream.max_channels_per_subscription as u64, 1, 256)?;
     for (index, name) in settings.services.iter().enumerate() {
@@ -338,7 +343,11 @@ fn check_range(key: &str, value: Duration, min: Duration, max: Duration) -> Resu
 
 fn check_between(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if !(min..=max).contains(&value) {
-        return Err(ConfigError::new(key, format!("{value} is out of range"), format!("a whole number from {min} to {max}")));
+        return Err(ConfigError::new(
+            key,
+            format!("{value} is out of range"),
+            format!("a whole number from {min} to {max}"),
+        ));
     }
     Ok(())
 }
