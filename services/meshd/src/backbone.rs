@@ -1,7 +1,8 @@
-//! The streaming backbone of this process, built from settings: the broker (memory in the
-//! embedded default, Redis when `redis.url` is set), the hub with its live feed (the
-//! in-process bus, or the process's one Redis pub/sub connection), and the probes that tie
-//! the services' health to it. Services receive it from the composition root.
+//! The backbone of this process, built from settings: the broker (memory in the embedded
+//! default, Redis when `redis.url` is set), the hub with its live feed (the in-process bus,
+//! or the process's one Redis pub/sub connection), the job queue (memory, or Redis
+//! Streams), and the probe that ties the services' health to them. Services receive it
+//! from the composition root.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +15,18 @@ use mesh_core::broker::redis_feed::RedisFeed;
 use mesh_core::broker::subscription::SubscriptionSettings;
 use mesh_core::broker::{Broker, LiveFeed};
 use mesh_core::config::Settings;
+use mesh_core::jobs::{JobQueue, MemoryJobQueue, RedisJobQueue};
 
 /// Longest a health probe of the backbone may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What streaming RPCs are built on.
+/// What streaming RPCs and durable writes are built on.
 #[derive(Clone)]
 pub struct Backbone {
     /// Publications and history.
     pub broker: Arc<dyn Broker>,
+    /// The job queue (audit trail, projectors, archives).
+    pub jobs: Arc<dyn JobQueue>,
     /// The process's fan-out point.
     pub hub: Hub,
     /// Settings every subscription uses.
@@ -49,15 +53,17 @@ impl Backbone {
             let feed: Arc<dyn LiveFeed> = Arc::new(broker.bus().feed());
             let broker: Arc<dyn Broker> = Arc::new(broker);
             let hub = Hub::new(broker.clone(), feed, subscription.history_limit);
-            return Ok(Self { broker, hub, subscription, probe: Arc::new(MemoryProbe), kind: "memory" });
+            let jobs: Arc<dyn JobQueue> = Arc::new(MemoryJobQueue::new(settings.jobs.clone()));
+            return Ok(Self { broker, jobs, hub, subscription, probe: Arc::new(MemoryProbe), kind: "memory" });
         };
         let url = url.expose();
         let pool = redis_pool(url, &settings.redis).map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
         let client = redis::Client::open(url.as_str()).map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
         let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(pool.clone(), history));
+        let jobs: Arc<dyn JobQueue> = Arc::new(RedisJobQueue::new(pool.clone(), settings.jobs.clone()));
         let hub = Hub::new(broker.clone(), Arc::new(RedisFeed::start(client)), subscription.history_limit);
         let probe = Arc::new(RedisProbe::new(pool, PROBE_TIMEOUT));
-        Ok(Self { broker, hub, subscription, probe, kind: "redis" })
+        Ok(Self { broker, jobs, hub, subscription, probe, kind: "redis" })
     }
 
     /// The probe of the backbone's backend, for the health of every service built on it.

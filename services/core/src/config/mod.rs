@@ -38,6 +38,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// The streaming backbone: history, heartbeats, queues.
     pub stream: StreamSettings,
+    /// The job queue: retries, backoff, dead letters, visibility timeout.
+    pub jobs: crate::jobs::JobQueueSettings,
 }
 
 impl Default for Settings {
@@ -50,6 +52,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             redis: RedisSettings::default(),
             stream: StreamSettings::default(),
+            jobs: crate::jobs::JobQueueSettings::default(),
         }
     }
 }
