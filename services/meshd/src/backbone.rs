@@ -58,7 +58,8 @@ impl Backbone {
         };
         let url = url.expose();
         let pool = redis_pool(url, &settings.redis).map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
-        let client = redis::Client::open(url.as_str()).map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
+        let client =
+            redis::Client::open(url.as_str()).map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
         let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(pool.clone(), history));
         let jobs: Arc<dyn JobQueue> = Arc::new(RedisJobQueue::new(pool.clone(), settings.jobs.clone()));
         let hub = Hub::new(broker.clone(), Arc::new(RedisFeed::start(client)), subscription.history_limit);

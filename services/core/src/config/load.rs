@@ -192,7 +192,9 @@ fn expected_for(key: &str) -> Option<&'static str> {
         "log.format" => "text or json",
         "redis.url" => "a URL such as redis://127.0.0.1:6379",
         "services" => "a comma-separated list of service names",
-        "server" | "auth" | "log" | "redis" | "stream" | "jobs" => "a table of settings (set its keys, e.g. MESH__REDIS__URL)",
+        "server" | "auth" | "log" | "redis" | "stream" | "jobs" => {
+            "a table of settings (set its keys, e.g. MESH__REDIS__URL)"
+        }
         _ => return None,
     })
 }
@@ -309,7 +311,11 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
     check_between("stream.max_channels_per_subscription", stream.max_channels_per_subscription as u64, 1, 256)?;
     if let Err(message) = settings.jobs.validate() {
         let field = message.split_whitespace().next().unwrap_or_default();
-        return Err(ConfigError::new(format!("jobs.{field}"), message.clone(), "a value within the range the message gives"));
+        return Err(ConfigError::new(
+            format!("jobs.{field}"),
+            message.clone(),
+            "a value within the range the message gives",
+        ));
     }
     for (index, name) in settings.services.iter().enumerate() {
         if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'-') {

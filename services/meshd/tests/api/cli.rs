@@ -103,7 +103,11 @@ async fn each_invalid_setting_exits_with_code_2_and_names_its_key() {
         (vec![], vec![dev, ("MESH__STREAM__MAX_PAYLOAD_BYTES", "99999999")], "stream.max_payload_bytes"),
         (vec![], vec![dev, ("MESH__STREAM__HEARTBEAT_INTERVAL", "1ms")], "stream.heartbeat_interval"),
         (vec![], vec![dev, ("MESH__STREAM__QUEUE_CAPACITY", "0")], "stream.queue_capacity"),
-        (vec![], vec![dev, ("MESH__STREAM__MAX_CHANNELS_PER_SUBSCRIPTION", "1000")], "stream.max_channels_per_subscription"),
+        (
+            vec![],
+            vec![dev, ("MESH__STREAM__MAX_CHANNELS_PER_SUBSCRIPTION", "1000")],
+            "stream.max_channels_per_subscription",
+        ),
         (vec![], vec![dev, ("MESH__REDIS", "redis://:hunter2@db:6379")], "redis"),
         (vec!["--services".into(), "bogus".into()], vec![], "services"),
         (vec!["--config".into(), missing.display().to_string()], vec![], "--config"),
