@@ -75,6 +75,12 @@ impl ChannelKey {
         &self.name
     }
 
+    /// Whether `self` and `other` name the same channel (pointer first, then text): the
+    /// cheap comparison for hot paths.
+    pub fn is(&self, other: &ChannelKey) -> bool {
+        Arc::ptr_eq(&self.full, &other.full) || self.full == other.full
+    }
+
     /// `<tenant>/<name>`: unique across tenants, and free of `{` and `}` (usable inside a
     /// Redis hash tag).
     pub fn full(&self) -> &str {

@@ -148,8 +148,7 @@ impl HubInner {
             return;
         };
         if let Some(last) = &entry.last
-            && last.epoch == publication.position.epoch
-            && publication.position.offset <= last.offset
+            && publication.position.is_at_or_before(last)
         {
             return; // already delivered (a replay overlapping live delivery)
         }

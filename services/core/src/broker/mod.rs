@@ -46,9 +46,10 @@ pub struct Position {
     pub epoch: Epoch,
 }
 
-/// The id of one unbroken history of a channel.
+/// The id of one unbroken history of a channel. Shared, so copying a position into every
+/// subscriber's cursor never allocates.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Epoch(pub String);
+pub struct Epoch(pub Arc<str>);
 
 impl Epoch {
     /// A new random epoch (96 bits, URL-safe base64, 16 characters).
@@ -57,7 +58,29 @@ impl Epoch {
         use rand::RngCore;
         let mut bytes = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+        Self(Arc::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// The epoch as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether two epochs are the same (pointer first, then text).
+    fn same(&self, other: &Epoch) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Position {
+    /// Whether `self` is exactly the position after `previous` in the same epoch.
+    pub fn follows(&self, previous: &Position) -> bool {
+        self.epoch.same(&previous.epoch) && self.offset == previous.offset + 1
+    }
+
+    /// Whether `self` is `other` or lies before it in the same epoch.
+    pub fn is_at_or_before(&self, other: &Position) -> bool {
+        self.epoch.same(&other.epoch) && self.offset <= other.offset
     }
 }
 

@@ -154,7 +154,7 @@ impl RedisBroker {
             return None;
         }
         let offset = std::str::from_utf8(offset).ok()?.parse().ok()?;
-        let epoch = Epoch(std::str::from_utf8(epoch).ok()?.to_owned());
+        let epoch = Epoch(std::sync::Arc::from(std::str::from_utf8(epoch).ok()?));
         Some(Publication { channel, position: Position { offset, epoch }, payload: Bytes::copy_from_slice(payload) })
     }
 
@@ -181,7 +181,7 @@ impl RedisBroker {
         let (offset, epoch): (u64, String) = PUBLISH_SCRIPT
             .key(Self::meta_key(channel))
             .key(Self::log_key(channel))
-            .arg(Epoch::random().0)
+            .arg(Epoch::random().as_str())
             .arg(payload.as_ref())
             .arg(self.settings.size)
             .arg(ttl_seconds(self.settings.ttl))
@@ -189,7 +189,7 @@ impl RedisBroker {
             .invoke_async(&mut *connection)
             .await
             .map_err(unavailable)?;
-        Ok(Position { offset, epoch: Epoch(epoch) })
+        Ok(Position { offset, epoch: Epoch(epoch.into()) })
     }
 
     async fn history_now(&self, channel: &ChannelKey, since: &Position, limit: usize) -> Result<History, BrokerError> {
@@ -197,7 +197,7 @@ impl RedisBroker {
         let reply: Vec<Vec<u8>> = HISTORY_SCRIPT
             .key(Self::meta_key(channel))
             .key(Self::log_key(channel))
-            .arg(&since.epoch.0)
+            .arg(since.epoch.as_str())
             .arg(since.offset)
             .arg(limit)
             .invoke_async(&mut *connection)
@@ -235,12 +235,12 @@ impl RedisBroker {
         let (offset, epoch): (u64, String) = POSITION_SCRIPT
             .key(Self::meta_key(channel))
             .key(Self::log_key(channel))
-            .arg(Epoch::random().0)
+            .arg(Epoch::random().as_str())
             .arg(ttl_seconds(self.settings.ttl))
             .invoke_async(&mut *connection)
             .await
             .map_err(unavailable)?;
-        Ok(Position { offset, epoch: Epoch(epoch) })
+        Ok(Position { offset, epoch: Epoch(epoch.into()) })
     }
 }
 

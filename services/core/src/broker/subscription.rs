@@ -15,7 +15,7 @@
 //! No task is spawned per subscription: the stream is polled by whoever sends it (the gRPC
 //! response), which keeps an idle subscription down to its queue and a few fields.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,7 +34,8 @@ use crate::{Error, FieldViolation};
 pub struct SubscriptionSettings {
     /// Events a subscriber may have waiting before it is cut off (default 100).
     pub queue_capacity: usize,
-    /// Idle time after which a heartbeat is sent (default 15 s).
+    /// Longest time an idle stream goes without a heartbeat (default 15 s); heartbeats come
+    /// every half to whole interval of silence.
     pub heartbeat_interval: Duration,
     /// Most publications replayed per channel on recovery (default 1,000).
     pub history_limit: usize,
@@ -121,7 +122,7 @@ pub async fn subscribe(
     }
 
     let recovery_requested = requests.iter().any(|request| request.since.is_some());
-    let cursors = positions.iter().map(|(channel, position)| (channel.clone(), position.clone())).collect();
+    let cursors = positions.clone();
     let confirmation = Confirmation {
         positions,
         recovery_requested,
@@ -129,12 +130,14 @@ pub async fn subscribe(
         unrecovered,
     };
     replay.push_front(StreamEvent::Confirmed(confirmation));
+    let tick = heartbeat_tick(settings.heartbeat_interval);
     Ok(Subscription {
         pending: replay,
         hub: hub_subscription,
         cursors,
-        heartbeat_interval: settings.heartbeat_interval,
-        heartbeat: Box::pin(tokio::time::sleep(settings.heartbeat_interval)),
+        tick,
+        heartbeat: Box::pin(tokio::time::sleep(tick)),
+        active: false,
         ended: false,
     })
 }
@@ -161,15 +164,25 @@ fn validate(requests: &[ChannelRequest], settings: &SubscriptionSettings) -> Res
     Ok(())
 }
 
+/// The heartbeat timer ticks at half the interval; a tick with no event since the previous
+/// one sends a heartbeat. So an idle stream hears from the server at least once per
+/// interval, and a busy stream never touches its timer (no clock read per event).
+fn heartbeat_tick(interval: Duration) -> Duration {
+    (interval / 2).max(Duration::from_millis(1))
+}
+
 /// A live subscription: a stream of [`StreamEvent`]s that ends with an error when the
 /// subscriber fell behind or publications were lost.
 pub struct Subscription {
     pending: VecDeque<StreamEvent>,
     hub: HubSubscription,
-    /// The last position handed to the subscriber, per channel.
-    cursors: HashMap<ChannelKey, Position>,
-    heartbeat_interval: Duration,
+    /// The last position handed to the subscriber, per channel (a handful of channels:
+    /// a vector beats a map, and keys compare by pointer first).
+    cursors: Vec<(ChannelKey, Position)>,
+    tick: Duration,
     heartbeat: Pin<Box<Sleep>>,
+    /// Whether an event was sent since the last heartbeat tick.
+    active: bool,
     ended: bool,
 }
 
@@ -180,22 +193,27 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// The last position delivered per channel.
-    pub fn cursors(&self) -> &HashMap<ChannelKey, Position> {
-        &self.cursors
+    /// The last position delivered on `channel`.
+    pub fn cursor(&self, channel: &ChannelKey) -> Option<&Position> {
+        self.cursors.iter().find(|(key, _)| key.is(channel)).map(|(_, position)| position)
+    }
+
+    fn cursor_mut(&mut self, channel: &ChannelKey) -> Option<&mut Position> {
+        self.cursors.iter_mut().find(|(key, _)| key.is(channel)).map(|(_, position)| position)
     }
 
     fn end(&mut self, error: Error) -> Poll<Option<Result<StreamEvent, Error>>> {
         self.ended = true;
         let mut error = error;
         for (channel, position) in &self.cursors {
-            error = error.with_metadata(channel.name().as_str(), format!("{}:{}", position.offset, position.epoch.0));
+            error = error
+                .with_metadata(channel.name().as_str(), format!("{}:{}", position.offset, position.epoch.as_str()));
         }
         Poll::Ready(Some(Err(error)))
     }
 
     fn emit(&mut self, event: StreamEvent) -> Poll<Option<Result<StreamEvent, Error>>> {
-        self.heartbeat.as_mut().reset(Instant::now() + self.heartbeat_interval);
+        self.active = true;
         Poll::Ready(Some(Ok(event)))
     }
 }
@@ -212,25 +230,27 @@ impl Stream for Subscription {
             return this.end(slow_consumer());
         }
         if let Some(event) = this.pending.pop_front() {
-            if let StreamEvent::Publication(publication) = &event {
-                this.cursors.insert(publication.channel.clone(), publication.position.clone());
+            if let StreamEvent::Publication(publication) = &event
+                && let Some(cursor) = this.cursor_mut(&publication.channel)
+            {
+                *cursor = publication.position.clone();
             }
             return this.emit(event);
         }
         loop {
             match this.hub.events().poll_recv(cx) {
                 Poll::Ready(Some(HubEvent::Publication(publication))) => {
-                    let Some(cursor) = this.cursors.get(&publication.channel) else {
+                    let Some(cursor) = this.cursor_mut(&publication.channel) else {
                         continue;
                     };
                     let position = &publication.position;
-                    if position.epoch == cursor.epoch && position.offset <= cursor.offset {
+                    if position.is_at_or_before(cursor) {
                         continue; // replayed already: the seam between history and live
                     }
-                    if position.epoch != cursor.epoch || position.offset != cursor.offset + 1 {
+                    if !position.follows(cursor) {
                         return this.end(stream_gap());
                     }
-                    this.cursors.insert(publication.channel.clone(), position.clone());
+                    *cursor = position.clone();
                     return this.emit(StreamEvent::Publication(publication));
                 }
                 Poll::Ready(Some(HubEvent::Gap(_))) => return this.end(stream_gap()),
@@ -241,8 +261,12 @@ impl Stream for Subscription {
                 Poll::Pending => break,
             }
         }
-        if this.heartbeat.as_mut().poll(cx).is_ready() {
-            return this.emit(StreamEvent::Heartbeat);
+        while this.heartbeat.as_mut().poll(cx).is_ready() {
+            this.heartbeat.as_mut().reset(Instant::now() + this.tick);
+            // A heartbeat does not count as activity: the next silent tick sends another.
+            if !std::mem::take(&mut this.active) {
+                return Poll::Ready(Some(Ok(StreamEvent::Heartbeat)));
+            }
         }
         Poll::Pending
     }
