@@ -415,3 +415,25 @@ async fn a_channel_whose_keys_were_deleted_is_not_recovered_and_nothing_is_repla
     publish_n(hub.broker(), &key, 1).await;
     assert_eq!(next_offsets(&mut resumed, 1).await, vec![11], "nothing replayed, then live");
 }
+
+#[tokio::test]
+async fn publications_made_while_the_pubsub_connection_was_down_are_replayed_in_order() {
+    let server = RedisServer::start().await.unwrap();
+    let hub = redis_hub(&server, HistorySettings::default());
+    let key = channel("t1", "replay");
+    let (mut subscription, _) = open(&hub, &key, None).await;
+    publish_n(hub.broker(), &key, 3).await;
+    assert_eq!(next_offsets(&mut subscription, 3).await, vec![1, 2, 3]);
+
+    // Cut the hub's pub/sub connection; Redis keeps its data, so history can fill the hole.
+    let mut connection = server.connection().await.unwrap();
+    let killed: i64 =
+        ::redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut connection).await.unwrap();
+    assert_eq!(killed, 1, "one pub/sub connection for the whole hub");
+    publish_n(hub.broker(), &key, 5).await; // nobody is subscribed to hear these live
+
+    // The hub reconnects, resubscribes and replays 4..=8 by itself; then live goes on.
+    assert_eq!(next_offsets(&mut subscription, 5).await, vec![4, 5, 6, 7, 8]);
+    publish_n(hub.broker(), &key, 1).await;
+    assert_eq!(next_offsets(&mut subscription, 1).await, vec![9]);
+}

@@ -6,9 +6,13 @@
 //!
 //! A subscriber whose queue is full is cut off at once (its stream then ends with
 //! SLOW_CONSUMER); the hub never waits for one, so one slow subscriber never delays the
-//! others. After the feed reconnects, the hub checks each channel against history from
-//! the last position it delivered: what was missed is replayed, and where that is
-//! impossible every subscriber of the channel gets an explicit [`HubEvent::Gap`].
+//! others.
+//!
+//! Repair: after the feed reconnects, and whenever a live publication does not follow the
+//! last one delivered on its channel, the hub holds that channel's live publications back,
+//! reads history from the last position it delivered, replays what was missed, then lets
+//! the held publications through (dropping those the replay already covered). Where history
+//! cannot fill the hole, every subscriber of the channel gets an explicit [`HubEvent::Gap`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,10 +60,12 @@ struct HubState {
 
 struct ChannelEntry {
     key: ChannelKey,
-    /// The last position the hub delivered (or was seeded with): the baseline of the
-    /// check after a reconnect, and the filter against duplicates from replays.
+    /// The last position the hub delivered (or was seeded with): the baseline of a
+    /// repair, and the filter against duplicates from replays.
     last: Option<Position>,
     subscribers: Vec<Subscriber>,
+    /// While the channel is being repaired: the live publications held back meanwhile.
+    held: Option<Vec<Publication>>,
 }
 
 struct Subscriber {
@@ -97,6 +103,7 @@ impl Hub {
                     key: key.clone(),
                     last: None,
                     subscribers: Vec::new(),
+                    held: None,
                 });
                 entry.subscribers.push(Subscriber { id, queue: queue.clone(), cut_off: cut_off.clone() });
                 // Registered under the lock: calls reach the feed in the hub's order.
@@ -142,19 +149,28 @@ impl HubInner {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn deliver(&self, publication: Publication) {
+    /// A live publication from the feed.
+    fn deliver(self: &Arc<Self>, publication: Publication) {
         let mut state = self.lock();
         let Some(entry) = state.channels.get_mut(publication.channel.full()) else {
             return;
         };
-        if let Some(last) = &entry.last
-            && publication.position.is_at_or_before(last)
-        {
-            return; // already delivered (a replay overlapping live delivery)
+        if let Some(held) = &mut entry.held {
+            held.push(publication);
+            return;
         }
-        entry.last = Some(publication.position.clone());
-        let shared = Arc::new(publication);
-        entry.subscribers.retain(|subscriber| send(subscriber, HubEvent::Publication(shared.clone())));
+        if let Some(last) = &entry.last
+            && !publication.position.is_at_or_before(last)
+            && !publication.position.follows(last)
+        {
+            // A hole (or a new epoch): repair from history before anything else goes out.
+            entry.held = Some(vec![publication]);
+            let key = entry.key.clone();
+            drop(state);
+            tokio::spawn(self.clone().repair(vec![key]));
+            return;
+        }
+        entry.fan_out(publication);
     }
 
     fn leave(&self, id: u64, channels: &[ChannelKey]) {
@@ -172,41 +188,79 @@ impl HubInner {
         }
     }
 
-    /// After a reconnect: replay what each channel missed, or report a gap.
-    async fn check_after_resume(self: Arc<Self>) {
-        let snapshot: Vec<(ChannelKey, Option<Position>)> =
-            self.lock().channels.values().map(|entry| (entry.key.clone(), entry.last.clone())).collect();
-        for (key, last) in snapshot {
+    /// The feed is back after an outage: hold every channel and repair it.
+    fn resume(self: &Arc<Self>) {
+        let mut state = self.lock();
+        let mut keys = Vec::with_capacity(state.channels.len());
+        for entry in state.channels.values_mut() {
+            if entry.held.is_none() {
+                entry.held = Some(Vec::new());
+                keys.push(entry.key.clone());
+            }
+        }
+        drop(state);
+        tokio::spawn(self.clone().repair(keys));
+    }
+
+    /// Replays what each held channel missed since its last delivered position, then
+    /// releases what was held; reports a gap where history cannot fill the hole.
+    async fn repair(self: Arc<Self>, keys: Vec<ChannelKey>) {
+        for key in keys {
+            let last = self.lock().channels.get(key.full()).and_then(|entry| entry.last.clone());
             let outcome = match &last {
                 Some(last) => self.broker.history(&key, last, self.history_limit).await,
-                None => Ok(History::Unrecoverable(super::Unrecoverable::EpochChanged)),
+                None => Ok(History::Recovered(Vec::new())),
             };
-            match outcome {
-                Ok(History::Recovered(missed)) => {
-                    if !missed.is_empty() {
-                        tracing::info!(channel = %key, replayed = missed.len(), "replayed publications missed while the feed was down");
-                    }
-                    for publication in missed {
-                        self.deliver(publication);
-                    }
-                }
+            let mut state = self.lock();
+            let Some(entry) = state.channels.get_mut(key.full()) else {
+                continue;
+            };
+            let held = entry.held.take().unwrap_or_default();
+            let missed = match outcome {
+                Ok(History::Recovered(missed)) => missed,
                 Ok(History::Unrecoverable(reason)) => {
-                    tracing::warn!(channel = %key, ?reason, "publications lost while the feed was down");
-                    self.report_gap(&key);
+                    tracing::warn!(channel = %key, ?reason, "publications lost and not in history");
+                    entry.report_gap();
+                    continue;
                 }
                 Err(error) => {
-                    tracing::warn!(channel = %key, %error, "cannot check history after the feed reconnected");
-                    self.report_gap(&key);
+                    tracing::warn!(channel = %key, %error, "cannot read history to repair a channel");
+                    entry.report_gap();
+                    continue;
+                }
+            };
+            if !missed.is_empty() {
+                tracing::info!(channel = %key, replayed = missed.len(), "replayed publications the live feed missed");
+            }
+            for publication in missed.into_iter().chain(held) {
+                match &entry.last {
+                    Some(last) if publication.position.is_at_or_before(last) => {}
+                    Some(last) if !publication.position.follows(last) => {
+                        tracing::warn!(channel = %key, "publications lost during a repair");
+                        entry.report_gap();
+                        break;
+                    }
+                    _ => entry.fan_out(publication),
                 }
             }
         }
     }
+}
 
-    fn report_gap(&self, key: &ChannelKey) {
-        let mut state = self.lock();
-        if let Some(entry) = state.channels.get_mut(key.full()) {
-            entry.subscribers.retain(|subscriber| send(subscriber, HubEvent::Gap(key.clone())));
-        }
+impl ChannelEntry {
+    /// Sends `publication` to every subscriber, as one shared allocation.
+    fn fan_out(&mut self, publication: Publication) {
+        self.last = Some(publication.position.clone());
+        let shared = Arc::new(publication);
+        self.subscribers.retain(|subscriber| send(subscriber, HubEvent::Publication(shared.clone())));
+    }
+
+    /// Tells every subscriber the channel has a hole; the channel starts afresh (the next
+    /// subscriber seeds it again).
+    fn report_gap(&mut self) {
+        let key = self.key.clone();
+        self.subscribers.retain(|subscriber| send(subscriber, HubEvent::Gap(key.clone())));
+        self.last = None;
     }
 }
 
@@ -237,7 +291,7 @@ impl LiveSink for HubSink {
 
     fn resumed(&self) {
         if let Some(hub) = self.0.upgrade() {
-            tokio::spawn(hub.check_after_resume());
+            hub.resume();
         }
     }
 }
