@@ -437,3 +437,71 @@ async fn publications_made_while_the_pubsub_connection_was_down_are_replayed_in_
     publish_n(hub.broker(), &key, 1).await;
     assert_eq!(next_offsets(&mut subscription, 1).await, vec![9]);
 }
+
+#[tokio::test]
+async fn a_consumer_cut_off_during_its_replay_is_told_the_position_it_really_reached() {
+    let hub = memory_hub(HistorySettings::default());
+    let key = channel("t1", "catchup");
+    let since = publish_n(hub.broker(), &key, 1).await;
+    publish_n(hub.broker(), &key, 50).await;
+    let roomy = SubscriptionSettings { queue_capacity: 5, ..settings() };
+    let mut subscription =
+        subscribe(&hub, vec![ChannelRequest { channel: key.clone(), since: Some(since.clone()) }], &roomy)
+            .await
+            .unwrap();
+    // The client reads nothing while live publications pile up beyond queue and backlog.
+    publish_n(hub.broker(), &key, 2000).await;
+    let error = loop {
+        match tokio::time::timeout(PATIENCE, subscription.next()).await.expect("in time").expect("open") {
+            Ok(StreamEvent::Confirmed(_)) => {}
+            Ok(other) => panic!("nothing should reach a client that was cut off before reading: {other:?}"),
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(error.reason(), "SLOW_CONSUMER");
+    let reported = error.metadata().get("catchup").cloned().unwrap();
+    assert_eq!(reported, format!("{}:{}", since.offset, since.epoch.as_str()), "it received nothing of its replay");
+}
+
+#[tokio::test]
+async fn a_long_replay_on_a_busy_channel_does_not_cut_off_a_reading_client() {
+    let hub = memory_hub(HistorySettings::default());
+    let key = channel("t1", "busyreplay");
+    let since = publish_n(hub.broker(), &key, 1).await;
+    publish_n(hub.broker(), &key, 300).await;
+    let small_queue = SubscriptionSettings { queue_capacity: 10, ..settings() };
+    let mut subscription =
+        subscribe(&hub, vec![ChannelRequest { channel: key.clone(), since: Some(since) }], &small_queue).await.unwrap();
+    assert!(matches!(next(&mut subscription).await, StreamEvent::Confirmed(ref c) if c.recovered));
+    let mut offsets = Vec::new();
+    for round in 0..50 {
+        publish_n(hub.broker(), &key, 1).await; // live, while the replay is still going out
+        offsets.extend(next_offsets(&mut subscription, 6).await);
+        assert!(offsets.len() == (round + 1) * 6);
+    }
+    offsets.extend(next_offsets(&mut subscription, 350 - offsets.len()).await);
+    assert_eq!(offsets, (2..=351).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_channel_whose_history_expired_while_idle_goes_on_without_a_gap_report() {
+    let history = HistorySettings { ttl: Duration::from_millis(200), ..HistorySettings::default() };
+    let hub = memory_hub(history);
+    let key = channel("t1", "idle");
+    let (mut subscription, _) = open(&hub, &key, None).await;
+    let first = publish_n(hub.broker(), &key, 1).await;
+    assert_eq!(next_offsets(&mut subscription, 1).await, vec![1]);
+
+    // Wait (polling, with a deadline) until the idle channel's history has expired.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while hub.broker().position(&key).await.unwrap().epoch == first.epoch {
+        assert!(tokio::time::Instant::now() < deadline, "the history never expired");
+        tokio::task::yield_now().await;
+    }
+    let restarted = publish_n(hub.broker(), &key, 1).await;
+    assert_eq!(restarted.offset, 1);
+    match next(&mut subscription).await {
+        StreamEvent::Publication(publication) => assert_eq!(publication.position, restarted),
+        other => panic!("expected the publication of the new epoch, got {other:?}"),
+    }
+}

@@ -18,9 +18,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::{Broker, BrokerError, ChannelKey, History, LiveFeed, LiveSink, Position, Publication};
+
+/// Most channels repaired at the same time after a reconnect.
+const REPAIRS_AT_ONCE: usize = 64;
+/// Longest a repair waits for history before it reports a gap instead.
+const REPAIR_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a hub hands a subscriber.
 #[derive(Debug, Clone)]
@@ -56,10 +61,16 @@ struct HubInner {
 struct HubState {
     channels: HashMap<Arc<str>, ChannelEntry>,
     next_id: u64,
+    generation: u64,
 }
 
 struct ChannelEntry {
     key: ChannelKey,
+    /// Tells this entry apart from a later one of the same channel (a repair that started
+    /// before the channel was left and joined again must not touch the new entry).
+    generation: u64,
+    /// The feed's answer to this channel's subscribe: `None` while pending.
+    activation: watch::Receiver<Option<Result<(), String>>>,
     /// The last position the hub delivered (or was seeded with): the baseline of a
     /// repair, and the filter against duplicates from replays.
     last: Option<Position>,
@@ -99,23 +110,45 @@ impl Hub {
             let id = state.next_id;
             state.next_id += 1;
             for key in channels {
-                let entry = state.channels.entry(Arc::from(key.full())).or_insert_with(|| ChannelEntry {
-                    key: key.clone(),
-                    last: None,
-                    subscribers: Vec::new(),
-                    held: None,
-                });
+                if !state.channels.contains_key(key.full()) {
+                    // The first local subscriber of a channel asks the feed, under the lock so
+                    // calls reach the feed in the hub's order; later ones wait on its answer.
+                    let (activated, activation) = watch::channel(None);
+                    let subscribe = self.inner.feed.subscribe(key);
+                    tokio::spawn(async move {
+                        let result = subscribe.await.map_err(|error| error.to_string());
+                        let _ = activated.send(Some(result));
+                    });
+                    state.generation += 1;
+                    let generation = state.generation;
+                    state.channels.insert(
+                        Arc::from(key.full()),
+                        ChannelEntry {
+                            key: key.clone(),
+                            generation,
+                            last: None,
+                            subscribers: Vec::new(),
+                            held: None,
+                            activation,
+                        },
+                    );
+                }
+                let entry = state.channels.get_mut(key.full()).expect("inserted above");
                 entry.subscribers.push(Subscriber { id, queue: queue.clone(), cut_off: cut_off.clone() });
-                // Registered under the lock: calls reach the feed in the hub's order.
-                activations.push(self.inner.feed.subscribe(key));
+                activations.push(entry.activation.clone());
             }
             id
         };
         let subscription =
             HubSubscription { id, channels: channels.to_vec(), events, cut_off, hub: Arc::downgrade(&self.inner) };
-        for activation in activations {
+        for mut activation in activations {
             // On failure `subscription` drops here and leaves the channels again.
-            activation.await?;
+            let outcome = activation
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| BrokerError::Unavailable("the feed stopped".to_owned()))?
+                .clone();
+            outcome.expect("waited for Some").map_err(BrokerError::Unavailable)?;
         }
         Ok(subscription)
     }
@@ -157,17 +190,27 @@ impl HubInner {
         };
         if let Some(held) = &mut entry.held {
             held.push(publication);
+            if held.len() > self.history_limit {
+                // The repair takes too long to hold on: give up on this hole.
+                tracing::warn!(channel = %entry.key, "too many publications held during a repair");
+                entry.held = None;
+                entry.report_gap();
+            }
             return;
         }
+        // A new epoch starting at 1 on a connected feed: the channel's history expired while
+        // it was idle, and nothing was missed (after an outage the channel would be held).
+        let restarted = publication.position.offset == 1;
         if let Some(last) = &entry.last
+            && !restarted
             && !publication.position.is_at_or_before(last)
             && !publication.position.follows(last)
         {
             // A hole (or a new epoch): repair from history before anything else goes out.
             entry.held = Some(vec![publication]);
-            let key = entry.key.clone();
+            let target = (entry.key.clone(), entry.generation);
             drop(state);
-            tokio::spawn(self.clone().repair(vec![key]));
+            tokio::spawn(self.clone().repair(vec![target]));
             return;
         }
         entry.fan_out(publication);
@@ -191,57 +234,79 @@ impl HubInner {
     /// The feed is back after an outage: hold every channel and repair it.
     fn resume(self: &Arc<Self>) {
         let mut state = self.lock();
-        let mut keys = Vec::with_capacity(state.channels.len());
+        let mut targets = Vec::with_capacity(state.channels.len());
         for entry in state.channels.values_mut() {
             if entry.held.is_none() {
                 entry.held = Some(Vec::new());
-                keys.push(entry.key.clone());
+                targets.push((entry.key.clone(), entry.generation));
             }
         }
         drop(state);
-        tokio::spawn(self.clone().repair(keys));
+        tokio::spawn(self.clone().repair(targets));
     }
 
-    /// Replays what each held channel missed since its last delivered position, then
-    /// releases what was held; reports a gap where history cannot fill the hole.
-    async fn repair(self: Arc<Self>, keys: Vec<ChannelKey>) {
-        for key in keys {
-            let last = self.lock().channels.get(key.full()).and_then(|entry| entry.last.clone());
-            let outcome = match &last {
-                Some(last) => self.broker.history(&key, last, self.history_limit).await,
-                None => Ok(History::Recovered(Vec::new())),
+    /// Repairs each held channel, a bounded number at a time.
+    async fn repair(self: Arc<Self>, targets: Vec<(ChannelKey, u64)>) {
+        let permits = Arc::new(Semaphore::new(REPAIRS_AT_ONCE));
+        for (key, generation) in targets {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
             };
-            let mut state = self.lock();
-            let Some(entry) = state.channels.get_mut(key.full()) else {
-                continue;
-            };
-            let held = entry.held.take().unwrap_or_default();
-            let missed = match outcome {
-                Ok(History::Recovered(missed)) => missed,
-                Ok(History::Unrecoverable(reason)) => {
-                    tracing::warn!(channel = %key, ?reason, "publications lost and not in history");
-                    entry.report_gap();
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(channel = %key, %error, "cannot read history to repair a channel");
-                    entry.report_gap();
-                    continue;
-                }
-            };
-            if !missed.is_empty() {
-                tracing::info!(channel = %key, replayed = missed.len(), "replayed publications the live feed missed");
+            let hub = self.clone();
+            tokio::spawn(async move {
+                hub.repair_one(key, generation).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Replays what the channel missed since its last delivered position, then releases
+    /// what was held; reports a gap where history cannot fill the hole in time.
+    async fn repair_one(&self, key: ChannelKey, generation: u64) {
+        let last = match self.lock().channels.get(key.full()) {
+            Some(entry) if entry.generation == generation => entry.last.clone(),
+            _ => return,
+        };
+        let outcome = match &last {
+            Some(last) => {
+                tokio::time::timeout(REPAIR_READ_TIMEOUT, self.broker.history(&key, last, self.history_limit))
+                    .await
+                    .unwrap_or_else(|_| Err(BrokerError::Unavailable("history read timed out".to_owned())))
             }
-            for publication in missed.into_iter().chain(held) {
-                match &entry.last {
-                    Some(last) if publication.position.is_at_or_before(last) => {}
-                    Some(last) if !publication.position.follows(last) => {
-                        tracing::warn!(channel = %key, "publications lost during a repair");
-                        entry.report_gap();
-                        break;
-                    }
-                    _ => entry.fan_out(publication),
+            None => Ok(History::Recovered(Vec::new())),
+        };
+        let mut state = self.lock();
+        let Some(entry) = state.channels.get_mut(key.full()).filter(|entry| entry.generation == generation) else {
+            return;
+        };
+        let Some(held) = entry.held.take() else {
+            return; // given up on already (too much held)
+        };
+        let missed = match outcome {
+            Ok(History::Recovered(missed)) => missed,
+            Ok(History::Unrecoverable(reason)) => {
+                tracing::warn!(channel = %key, ?reason, "publications lost and not in history");
+                entry.report_gap();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(channel = %key, %error, "cannot read history to repair a channel");
+                entry.report_gap();
+                return;
+            }
+        };
+        if !missed.is_empty() {
+            tracing::info!(channel = %key, replayed = missed.len(), "replayed publications the live feed missed");
+        }
+        for publication in missed.into_iter().chain(held) {
+            match &entry.last {
+                Some(last) if publication.position.is_at_or_before(last) => {}
+                Some(last) if !publication.position.follows(last) => {
+                    tracing::warn!(channel = %key, "publications lost during a repair");
+                    entry.report_gap();
+                    return;
                 }
+                _ => entry.fan_out(publication),
             }
         }
     }

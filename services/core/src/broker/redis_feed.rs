@@ -3,7 +3,8 @@
 //! order; it keeps the set of wanted channels, sends one SUBSCRIBE per channel, and hands
 //! every message to the hub.
 //!
-//! When the connection drops, the task reconnects with exponential backoff and jitter,
+//! When the connection drops, or stops answering (every command has a deadline, and the
+//! task pings on idle), the task reconnects with exponential backoff and jitter,
 //! subscribes to every wanted channel again, and then tells the hub it resumed, so the hub
 //! can check each channel against history. Calls made while Redis is unreachable fail at
 //! once with `Unavailable` (the caller's stream fails and its client retries) but the
@@ -20,8 +21,10 @@ use tokio_stream::StreamExt;
 use super::redis::RedisBroker;
 use super::{BoxFuture, BrokerError, ChannelKey, LiveFeed, LiveSink};
 
-/// Commands waiting for the connection task; beyond this the feed answers `Unavailable`.
-const COMMAND_QUEUE: usize = 4096;
+/// Longest wait for Redis to answer a connect, SUBSCRIBE, UNSUBSCRIBE or PING.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an otherwise quiet connection is pinged, to notice one that stopped answering.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// First reconnect delay; doubles up to [`MAX_BACKOFF`], with jitter.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest reconnect delay.
@@ -36,7 +39,10 @@ enum Command {
 
 /// The Redis pub/sub [`LiveFeed`].
 pub struct RedisFeed {
-    commands: mpsc::Sender<Command>,
+    // Unbounded on purpose: the hub sends at most one subscribe and one unsubscribe per
+    // change of a channel's local interest, so the queue is bounded by the channel count,
+    // and an unsubscribe must never be dropped (the channel would stay subscribed).
+    commands: mpsc::UnboundedSender<Command>,
     sink: Arc<OnceLock<Arc<dyn LiveSink>>>,
 }
 
@@ -50,7 +56,7 @@ impl RedisFeed {
     /// Starts the connection task for `client` (it connects in the background; until it
     /// has, subscribe calls fail with `Unavailable`). The task ends when the feed is dropped.
     pub fn start(client: redis::Client) -> Self {
-        let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
+        let (commands, queue) = mpsc::unbounded_channel();
         let sink: Arc<OnceLock<Arc<dyn LiveSink>>> = Arc::new(OnceLock::new());
         tokio::spawn(run(client, queue, sink.clone()));
         Self { commands, sink }
@@ -58,9 +64,9 @@ impl RedisFeed {
 
     fn enqueue(&self, command: impl FnOnce(Reply) -> Command) -> BoxFuture<'static, Result<(), BrokerError>> {
         let (reply, answer) = oneshot::channel();
-        let queued = self.commands.try_send(command(reply));
+        let queued = self.commands.send(command(reply));
         Box::pin(async move {
-            queued.map_err(|_| BrokerError::Unavailable("the pub/sub command queue is full or closed".to_owned()))?;
+            queued.map_err(|_| BrokerError::Unavailable("the pub/sub connection task ended".to_owned()))?;
             answer
                 .await
                 .unwrap_or_else(|_| Err(BrokerError::Unavailable("the pub/sub connection task ended".to_owned())))
@@ -85,12 +91,19 @@ impl LiveFeed for RedisFeed {
 }
 
 /// The connection task: connect, serve commands and messages, reconnect on loss.
-async fn run(client: redis::Client, mut queue: mpsc::Receiver<Command>, sink: Arc<OnceLock<Arc<dyn LiveSink>>>) {
+async fn run(
+    client: redis::Client,
+    mut queue: mpsc::UnboundedReceiver<Command>,
+    sink: Arc<OnceLock<Arc<dyn LiveSink>>>,
+) {
     let mut wanted: HashSet<ChannelKey> = HashSet::new();
     let mut backoff = FIRST_BACKOFF;
     let mut connected_before = false;
     loop {
-        let (mut subscriber, mut messages) = match connect(&client, &wanted).await {
+        let connected = tokio::time::timeout(COMMAND_TIMEOUT, connect(&client, &wanted))
+            .await
+            .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "connect timed out"))));
+        let (mut subscriber, mut messages) = match connected {
             Ok(halves) => halves,
             Err(error) => {
                 tracing::warn!(%error, "redis pub/sub connection failed; retrying");
@@ -119,41 +132,63 @@ async fn run(client: redis::Client, mut queue: mpsc::Receiver<Command>, sink: Ar
         }
         connected_before = true;
 
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.tick().await;
         loop {
             tokio::select! {
                 command = queue.recv() => match command {
                     None => return,
                     Some(Command::Subscribe(channel, reply)) => {
-                        let result = if wanted.contains(&channel) {
-                            Ok(())
-                        } else {
-                            let done = subscriber.subscribe(RedisBroker::pubsub_channel(&channel)).await;
-                            if done.is_ok() {
-                                wanted.insert(channel);
-                            }
-                            done.map_err(|error| BrokerError::Unavailable(error.to_string()))
-                        };
-                        let _ = reply.send(result);
+                        if wanted.contains(&channel) {
+                            let _ = reply.send(Ok(()));
+                            continue;
+                        }
+                        let done = within(subscriber.subscribe(RedisBroker::pubsub_channel(&channel))).await;
+                        let lost = done.is_err();
+                        if !lost {
+                            wanted.insert(channel);
+                        }
+                        let _ = reply.send(done);
+                        if lost {
+                            break;
+                        }
                     }
                     Some(Command::Unsubscribe(channel, reply)) => {
-                        let result = if wanted.remove(&channel) {
-                            subscriber.unsubscribe(RedisBroker::pubsub_channel(&channel)).await
-                                .map_err(|error| BrokerError::Unavailable(error.to_string()))
-                        } else {
-                            Ok(())
-                        };
-                        let _ = reply.send(result);
+                        // Forgotten first: even if Redis does not answer, the reconnect will
+                        // not subscribe it again.
+                        if !wanted.remove(&channel) {
+                            let _ = reply.send(Ok(()));
+                            continue;
+                        }
+                        let done = within(subscriber.unsubscribe(RedisBroker::pubsub_channel(&channel))).await;
+                        let lost = done.is_err();
+                        let _ = reply.send(done);
+                        if lost {
+                            break;
+                        }
                     }
                 },
                 message = messages.next() => match message {
                     Some(message) => deliver(&sink, &message),
-                    None => {
-                        tracing::warn!("redis pub/sub connection lost; reconnecting");
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    if within(subscriber.ping::<redis::Value>()).await.is_err() {
                         break;
                     }
-                },
+                }
             }
         }
+        tracing::warn!("redis pub/sub connection lost; reconnecting");
+    }
+}
+
+/// Runs a pub/sub command with [`COMMAND_TIMEOUT`]; a timeout counts as a lost connection.
+async fn within<T>(command: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, BrokerError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(BrokerError::Unavailable(error.to_string())),
+        Err(_) => Err(BrokerError::Unavailable("redis did not answer in time".to_owned())),
     }
 }
 

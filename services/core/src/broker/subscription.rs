@@ -100,29 +100,36 @@ pub async fn subscribe(
     let broker = hub.broker();
     let mut replay = VecDeque::new();
     let mut positions = Vec::with_capacity(requests.len());
+    // Where each channel's client stands: its own last position while its replay is still
+    // to be sent (so an error reports what it really received), else the head.
+    let mut cursors = Vec::with_capacity(requests.len());
     let mut unrecovered = Vec::new();
     for request in &requests {
-        let mut head = None;
+        let mut recovered = None;
         if let Some(since) = &request.since {
             match broker.history(&request.channel, since, settings.history_limit).await? {
                 History::Recovered(missed) => {
-                    head = Some(missed.last().map_or_else(|| since.clone(), |last| last.position.clone()));
+                    let head = missed.last().map_or_else(|| since.clone(), |last| last.position.clone());
                     replay
                         .extend(missed.into_iter().map(|publication| StreamEvent::Publication(Arc::new(publication))));
+                    recovered = Some((since.clone(), head));
                 }
                 History::Unrecoverable(_) => unrecovered.push(request.channel.clone()),
             }
         }
-        let head = match head {
-            Some(head) => head,
-            None => broker.position(&request.channel).await?,
+        let (cursor, head) = match recovered {
+            Some(pair) => pair,
+            None => {
+                let head = broker.position(&request.channel).await?;
+                (head.clone(), head)
+            }
         };
         hub.seed(&request.channel, &head);
+        cursors.push((request.channel.clone(), cursor));
         positions.push((request.channel.clone(), head));
     }
 
     let recovery_requested = requests.iter().any(|request| request.since.is_some());
-    let cursors = positions.clone();
     let confirmation = Confirmation {
         positions,
         recovery_requested,
@@ -133,6 +140,8 @@ pub async fn subscribe(
     let tick = heartbeat_tick(settings.heartbeat_interval);
     Ok(Subscription {
         pending: replay,
+        backlog: VecDeque::new(),
+        backlog_limit: settings.queue_capacity + settings.history_limit,
         hub: hub_subscription,
         cursors,
         tick,
@@ -175,6 +184,10 @@ fn heartbeat_tick(interval: Duration) -> Duration {
 /// subscriber fell behind or publications were lost.
 pub struct Subscription {
     pending: VecDeque<StreamEvent>,
+    /// Live events taken off the hub queue while the replay is still being sent, so a long
+    /// replay on a busy channel does not get the subscriber cut off.
+    backlog: VecDeque<HubEvent>,
+    backlog_limit: usize,
     hub: HubSubscription,
     /// The last position handed to the subscriber, per channel (a handful of channels:
     /// a vector beats a map, and keys compare by pointer first).
@@ -229,6 +242,14 @@ impl Stream for Subscription {
         if this.hub.is_cut_off() {
             return this.end(slow_consumer());
         }
+        if !this.pending.is_empty() {
+            while let Ok(event) = this.hub.events().try_recv() {
+                if this.backlog.len() >= this.backlog_limit {
+                    return this.end(slow_consumer());
+                }
+                this.backlog.push_back(event);
+            }
+        }
         if let Some(event) = this.pending.pop_front() {
             if let StreamEvent::Publication(publication) = &event
                 && let Some(cursor) = this.cursor_mut(&publication.channel)
@@ -238,7 +259,11 @@ impl Stream for Subscription {
             return this.emit(event);
         }
         loop {
-            match this.hub.events().poll_recv(cx) {
+            let next = match this.backlog.pop_front() {
+                Some(event) => Poll::Ready(Some(event)),
+                None => this.hub.events().poll_recv(cx),
+            };
+            match next {
                 Poll::Ready(Some(HubEvent::Publication(publication))) => {
                     let Some(cursor) = this.cursor_mut(&publication.channel) else {
                         continue;
@@ -247,7 +272,10 @@ impl Stream for Subscription {
                     if position.is_at_or_before(cursor) {
                         continue; // replayed already: the seam between history and live
                     }
-                    if !position.follows(cursor) {
+                    // A new epoch starting at 1 on a live channel means its history expired
+                    // while idle (the hub reports a gap itself when something was missed).
+                    let restarted = position.offset == 1 && position.epoch != cursor.epoch;
+                    if !position.follows(cursor) && !restarted {
                         return this.end(stream_gap());
                     }
                     *cursor = position.clone();
