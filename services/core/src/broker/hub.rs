@@ -77,6 +77,8 @@ struct ChannelEntry {
     subscribers: Vec<Subscriber>,
     /// While the channel is being repaired: the live publications held back meanwhile.
     held: Option<Vec<Publication>>,
+    /// Held for a repair that waits for the first baseline (see [`Hub::seed`]).
+    repair_on_seed: bool,
 }
 
 struct Subscriber {
@@ -129,6 +131,7 @@ impl Hub {
                             last: None,
                             subscribers: Vec::new(),
                             held: None,
+                            repair_on_seed: false,
                             activation,
                         },
                     );
@@ -155,12 +158,22 @@ impl Hub {
 
     /// Sets the baseline position of `channel` if the hub has none yet (subscriptions call
     /// it with the position they start from).
+    ///
+    /// A channel the feed reconnected for before it had a baseline stays held until this
+    /// seed, which then starts its repair: whatever the outage swallowed after the
+    /// subscription read its position is replayed, not just noticed at the next publication.
     pub fn seed(&self, channel: &ChannelKey, position: &Position) {
         let mut state = self.inner.lock();
-        if let Some(entry) = state.channels.get_mut(channel.full())
-            && entry.last.is_none()
-        {
+        let Some(entry) = state.channels.get_mut(channel.full()) else {
+            return;
+        };
+        if entry.last.is_none() {
             entry.last = Some(position.clone());
+        }
+        if std::mem::take(&mut entry.repair_on_seed) {
+            let target = (entry.key.clone(), entry.generation);
+            drop(state);
+            tokio::spawn(self.inner.clone().repair(vec![target]));
         }
     }
 
@@ -267,14 +280,17 @@ impl HubInner {
             Some(entry) if entry.generation == generation => entry.last.clone(),
             _ => return,
         };
-        let outcome = match &last {
-            Some(last) => {
-                tokio::time::timeout(REPAIR_READ_TIMEOUT, self.broker.history(&key, last, self.history_limit))
-                    .await
-                    .unwrap_or_else(|_| Err(BrokerError::Unavailable("history read timed out".to_owned())))
+        let Some(last) = last else {
+            // No baseline yet: stay held until the subscriber seeds one, then repair.
+            if let Some(entry) = self.lock().channels.get_mut(key.full()).filter(|entry| entry.generation == generation)
+            {
+                entry.repair_on_seed = true;
             }
-            None => Ok(History::Recovered(Vec::new())),
+            return;
         };
+        let outcome = tokio::time::timeout(REPAIR_READ_TIMEOUT, self.broker.history(&key, &last, self.history_limit))
+            .await
+            .unwrap_or_else(|_| Err(BrokerError::Unavailable("history read timed out".to_owned())));
         let mut state = self.lock();
         let Some(entry) = state.channels.get_mut(key.full()).filter(|entry| entry.generation == generation) else {
             return;
