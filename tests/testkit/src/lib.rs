@@ -2,6 +2,8 @@
 //!
 //! - [`RedisServer`]: a private `redis-server` on a free loopback port (no persistence),
 //!   stopped on drop; it can be stopped and restarted on the same port for fault tests.
+//! - [`PostgresServer`]: a private PostgreSQL cluster (`initdb` in a temp dir, `postgres` on
+//!   a free loopback port), removed on drop; stop and restart keep its data, for outage tests.
 //! - [`TestApp`]: meshd booted in-process on `127.0.0.1:0` with test settings, typed
 //!   clients, and a signing key for test tokens.
 //!
@@ -9,7 +11,9 @@
 //! port.
 
 pub mod app;
+pub mod postgres;
 pub mod redis;
 
 pub use app::TestApp;
+pub use postgres::PostgresServer;
 pub use redis::RedisServer;

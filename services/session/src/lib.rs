@@ -1,0 +1,15 @@
+//! mesh-session: the Session service of the mesh (`mesh.session.v1`).
+//!
+//! - [`domain`]: the pure types and rules of sessions: ids, attributes and their limits,
+//!   versions, lifetimes and expiry, change kinds, the audit event and [`SessionError`]. No
+//!   I/O, no transport types.
+//! - [`audit`]: the durable audit trail: the [`AuditSink`](audit::AuditSink) boundary (memory,
+//!   JSON lines file, PostgreSQL), idempotent on the event id, and the
+//!   [`AuditWorker`](audit::AuditWorker) that moves audit events from the job queue into a sink.
+//!
+//! The session store (Redis and memory) and the gRPC adapter build on these.
+
+pub mod audit;
+pub mod domain;
+
+pub use domain::SessionError;
