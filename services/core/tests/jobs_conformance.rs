@@ -546,3 +546,35 @@ async fn redis_keys_of_a_queue_share_its_hash_tag_and_finished_entries_are_trimm
     let length: u64 = redis::cmd("XLEN").arg("jobs:{audit}:stream").query_async(&mut connection).await.unwrap();
     assert_eq!(length, 0);
 }
+
+#[tokio::test]
+async fn redis_another_script_enqueues_atomically_with_its_own_write() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let pool = redis_pool(&server.url(), &RedisSettings::default()).expect("the pool builds");
+    let jobs: Arc<dyn JobQueue> = Arc::new(RedisJobQueue::new(pool, JobQueueSettings::default()));
+    let queue = QueueName::parse("audit.s3").unwrap();
+    // A component's own key under the queue's hash tag, written by the same script.
+    let record = format!("t:t1:session:{}:abc", RedisJobQueue::hash_tag(&queue));
+    let script = redis::Script::new(&format!(
+        "{}\nredis.call('SET', KEYS[2], ARGV[3])\nmesh_enqueue_job(KEYS[1], ARGV[1], ARGV[2])\nreturn 1",
+        RedisJobQueue::enqueue_lua()
+    ));
+    let id = JobId::random();
+    let mut connection = server.connection().await.unwrap();
+    let _: i64 = script
+        .key(RedisJobQueue::stream_key(&queue))
+        .key(&record)
+        .arg(id.as_str())
+        .arg(&b"audit event"[..])
+        .arg("v2")
+        .invoke_async(&mut connection)
+        .await
+        .unwrap();
+
+    let stored: String = redis::cmd("GET").arg(&record).query_async(&mut connection).await.unwrap();
+    assert_eq!(stored, "v2");
+    let claimed = claim_now(&*jobs, &queue, "c1", 10).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].job.id.as_str(), &claimed[0].job.payload[..]), (id.as_str(), &b"audit event"[..]));
+    assert_eq!(claimed[0].job.attempt, 1);
+}

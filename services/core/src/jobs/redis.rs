@@ -30,6 +30,7 @@ use super::{
 use crate::backend::RedisPool;
 
 const COMMON: &str = include_str!("lua/common.lua");
+const ENQUEUE_FN: &str = include_str!("lua/enqueue_fn.lua");
 
 /// The Redis [`JobQueue`], sharing the process's command pool.
 pub struct RedisJobQueue {
@@ -56,7 +57,7 @@ impl Scripts {
     fn load() -> Self {
         let script = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
         Self {
-            enqueue: script(include_str!("lua/enqueue.lua")),
+            enqueue: script(&format!("{ENQUEUE_FN}\n{}", include_str!("lua/enqueue.lua"))),
             claim: script(include_str!("lua/claim.lua")),
             ack: script(include_str!("lua/ack.lua")),
             fail: script(include_str!("lua/fail.lua")),
@@ -91,6 +92,27 @@ fn dead_key(queue: &QueueName) -> String {
 type ClaimedRow = (String, String, Vec<u8>, u32, u64, Option<String>, u32);
 
 impl RedisJobQueue {
+    /// The hash tag every key of `queue` carries (`{<queue>}`). A component that enqueues
+    /// from its own script puts the same tag in its keys, so the script runs on one Redis
+    /// Cluster slot.
+    pub fn hash_tag(queue: &QueueName) -> String {
+        format!("{{{queue}}}")
+    }
+
+    /// The key a script passes to `mesh_enqueue_job` (one of the script's KEYS).
+    pub fn stream_key(queue: &QueueName) -> String {
+        stream_key(queue)
+    }
+
+    /// Lua source to put in front of another component's script: it defines
+    /// `mesh_enqueue_job(stream_key, job_id, payload)`, which appends a job exactly as
+    /// [`JobQueue::enqueue`] does, atomically with the rest of that script (a change and its
+    /// audit event, say). The job id must be a valid [`JobId`] and the payload at most
+    /// `max_payload` bytes: the script cannot check them, the caller does.
+    pub fn enqueue_lua() -> String {
+        format!("{COMMON}\n{ENQUEUE_FN}")
+    }
+
     /// A queue on `pool` with `settings`.
     pub fn new(pool: RedisPool, settings: JobQueueSettings) -> Self {
         Self { pool, settings, scripts: Scripts::load() }

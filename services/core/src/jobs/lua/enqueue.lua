@@ -1,4 +1,4 @@
 -- Appends a job (attempt 1, enqueued now by the server's clock).
 -- ARGV: job id, payload.
-redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'payload', ARGV[2], 'attempt', 1, 'enqueued_at', now_ms())
+mesh_enqueue_job(KEYS[1], ARGV[1], ARGV[2])
 return 1
