@@ -6,10 +6,13 @@
 //! - [`audit`]: the durable audit trail: the [`AuditSink`](audit::AuditSink) boundary (memory,
 //!   JSON lines file, PostgreSQL), idempotent on the event id, and the
 //!   [`AuditWorker`](audit::AuditWorker) that moves audit events from the job queue into a sink.
+//! - [`store`]: the [`SessionStore`](store::SessionStore) boundary where sessions live
+//!   (memory and Redis), each mutation atomic with its audit event.
 //!
-//! The session store (Redis and memory) and the gRPC adapter build on these.
+//! The gRPC adapter builds on these.
 
 pub mod audit;
 pub mod domain;
+pub mod store;
 
 pub use domain::SessionError;

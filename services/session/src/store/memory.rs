@@ -1,0 +1,186 @@
+//! [`MemoryStore`]: sessions in a map of this process (embedded mode and tests).
+//!
+//! One lock guards the map; a mutation computes the new state with the domain's reference
+//! rules, enqueues its audit event and only then commits, all under the lock, so a change
+//! without its event cannot exist and events come in the order of the changes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use mesh_core::jobs::JobQueue;
+use tokio::sync::Mutex;
+
+use super::{BoxFuture, ListCursor, SessionPage, SessionStore, clamp_page_size, millis, truncate_to_millis};
+use crate::SessionError;
+use crate::audit::enqueue_audit;
+use crate::domain::{
+    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, Session, SessionChangeKind, SessionId,
+};
+
+/// The in-memory [`SessionStore`]; audit events go to the given job queue (queue
+/// [`AUDIT_QUEUE`](crate::audit::AUDIT_QUEUE)).
+pub struct MemoryStore {
+    lifetimes: Lifetimes,
+    jobs: Arc<dyn JobQueue>,
+    owners: Mutex<HashMap<Owner, HashMap<SessionId, Session>>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").field("lifetimes", &self.lifetimes).finish_non_exhaustive()
+    }
+}
+
+/// The (tenant, user) that owns sessions.
+type Owner = (String, String);
+
+impl MemoryStore {
+    /// An empty store with `lifetimes`, enqueueing audit events on `jobs`.
+    pub fn new(jobs: Arc<dyn JobQueue>, lifetimes: Lifetimes) -> Self {
+        Self { lifetimes, jobs, owners: Mutex::new(HashMap::new()) }
+    }
+}
+
+fn owner(tenant: &str, user: &str) -> Owner {
+    (tenant.to_owned(), user.to_owned())
+}
+
+/// The caller's live session `id` in `sessions`; an expired one is dropped.
+fn live<'m>(
+    sessions: Option<&'m mut HashMap<SessionId, Session>>,
+    id: &SessionId,
+    now: SystemTime,
+) -> Result<&'m mut Session, SessionError> {
+    let sessions = sessions.ok_or(SessionError::NotFound)?;
+    if sessions.get(id).is_some_and(|session| session.is_expired(now)) {
+        sessions.remove(id);
+    }
+    sessions.get_mut(id).ok_or(SessionError::NotFound)
+}
+
+impl SessionStore for MemoryStore {
+    fn create<'a>(
+        &'a self,
+        tenant: &'a str,
+        user: &'a str,
+        attributes: Attributes,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Session, SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let session = Session::create(SessionId::generate(), tenant, user, attributes, now, &self.lifetimes);
+            let mut owners = self.owners.lock().await;
+            enqueue_audit(&*self.jobs, &AuditEvent::of(SessionChangeKind::Created, &session, now)).await?;
+            owners.entry(owner(tenant, user)).or_default().insert(session.id.clone(), session.clone());
+            Ok(session)
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        tenant: &'a str,
+        user: &'a str,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Session, SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let mut owners = self.owners.lock().await;
+            let session = live(owners.get_mut(&owner(tenant, user)), id, now)?;
+            *session = session.clone().touched(now, &self.lifetimes);
+            Ok(session.clone())
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        tenant: &'a str,
+        user: &'a str,
+        id: &'a SessionId,
+        expected: ExpectedVersion,
+        patch: &'a AttributesPatch,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Session, SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let mut owners = self.owners.lock().await;
+            let session = live(owners.get_mut(&owner(tenant, user)), id, now)?;
+            let updated = session.clone().updated(expected, patch, now, &self.lifetimes)?;
+            enqueue_audit(&*self.jobs, &AuditEvent::of(SessionChangeKind::Updated, &updated, now)).await?;
+            *session = updated.clone();
+            Ok(updated)
+        })
+    }
+
+    fn touch<'a>(
+        &'a self,
+        tenant: &'a str,
+        user: &'a str,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Session, SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let mut owners = self.owners.lock().await;
+            let session = live(owners.get_mut(&owner(tenant, user)), id, now)?;
+            let touched = session.clone().touched(now, &self.lifetimes);
+            enqueue_audit(&*self.jobs, &AuditEvent::of(SessionChangeKind::Touched, &touched, now)).await?;
+            *session = touched.clone();
+            Ok(touched)
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        tenant: &'a str,
+        user: &'a str,
+        id: &'a SessionId,
+        expected: Option<ExpectedVersion>,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<(), SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let mut owners = self.owners.lock().await;
+            let sessions = owners.get_mut(&owner(tenant, user));
+            let session = live(sessions, id, now)?;
+            if let Some(expected) = expected {
+                expected.check(session.version)?;
+            }
+            enqueue_audit(&*self.jobs, &AuditEvent::of(SessionChangeKind::Deleted, session, now)).await?;
+            if let Some(sessions) = owners.get_mut(&owner(tenant, user)) {
+                sessions.remove(id);
+            }
+            Ok(())
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        tenant: &'a str,
+        user: &'a str,
+        page_size: usize,
+        after: Option<&'a ListCursor>,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<SessionPage, SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let page_size = clamp_page_size(page_size);
+            let mut owners = self.owners.lock().await;
+            let Some(sessions) = owners.get_mut(&owner(tenant, user)) else {
+                return Ok(SessionPage { sessions: Vec::new(), next: None });
+            };
+            sessions.retain(|_, session| !session.is_expired(now));
+            let mut page: Vec<Session> = sessions
+                .values()
+                .filter(|session| after.is_none_or(|cursor| cursor.precedes(session)))
+                .cloned()
+                .collect();
+            page.sort_by(|a, b| (millis(b.create_time), &b.id).cmp(&(millis(a.create_time), &a.id)));
+            page.truncate(page_size + 1);
+            let next = (page.len() > page_size).then(|| ListCursor::after(&page[page_size - 1]));
+            page.truncate(page_size);
+            Ok(SessionPage { sessions: page, next })
+        })
+    }
+}
