@@ -13,6 +13,7 @@
 pub mod app;
 pub mod postgres;
 pub mod redis;
+mod server_process;
 
 pub use app::TestApp;
 pub use postgres::PostgresServer;

@@ -49,9 +49,9 @@
 //! the highest version under `/usr/lib/postgresql/*/bin` (Debian's layout), else from `PATH`.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read as _, Seek as _, SeekFrom};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::fs::OpenOptions;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -63,6 +63,8 @@ use tokio::net::TcpSocket;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
+
+use crate::server_process::{LaunchError, file_len, free_port, read_from, reserve, tail};
 
 /// Environment variable naming a directory with the `initdb` and `postgres` binaries to use.
 pub const PG_BIN_ENV: &str = "MESH_PG_BIN";
@@ -455,50 +457,10 @@ async fn initdb(binaries: &Binaries, dir: &Path, owner: Option<(u32, u32)>) -> a
     Ok(())
 }
 
-/// Why one launch of `postgres` failed.
-enum LaunchError {
-    /// The port was taken: worth trying another one.
-    PortInUse(anyhow::Error),
-    /// Anything else.
-    Fatal(anyhow::Error),
-}
-
-impl LaunchError {
-    fn into_inner(self) -> anyhow::Error {
-        match self {
-            Self::PortInUse(error) | Self::Fatal(error) => error,
-        }
-    }
-}
-
-impl From<anyhow::Error> for LaunchError {
-    fn from(error: anyhow::Error) -> Self {
-        Self::Fatal(error)
-    }
-}
-
 fn config(port: u16) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
     config.host("127.0.0.1").port(port).user(POSTGRES_USER).dbname("postgres");
     config
-}
-
-/// A port of `127.0.0.1` that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind 127.0.0.1:0 to find a free port")?;
-    Ok(listener.local_addr().context("cannot read the address of a bound socket")?.port())
-}
-
-/// Binds `127.0.0.1:port` without listening, so that nobody else gets the port and connections are refused.
-///
-/// Best effort: `None` if the port cannot be bound.
-fn reserve(port: u16) -> Option<TcpSocket> {
-    let socket = TcpSocket::new_v4().ok()?;
-    // the stopped server may leave connections in TIME_WAIT on the port
-    socket.set_reuseaddr(true).ok()?;
-    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).ok()?;
-    Some(socket)
 }
 
 /// Spawns `postgres` on `port` for the cluster in `dir` and waits until it answers.
@@ -603,7 +565,7 @@ struct Log {
 impl Log {
     fn new(dir: &Path) -> Self {
         let path = dir.join(LOG_FILE);
-        let start = std::fs::metadata(&path).map_or(0, |metadata| metadata.len());
+        let start = file_len(&path);
         Self { path, start }
     }
 
@@ -614,28 +576,12 @@ impl Log {
     }
 }
 
-/// The text of `path` from byte `start` on; empty if it cannot be read.
-fn read_from(path: &Path, start: u64) -> String {
-    let read = || -> io::Result<String> {
-        let mut file = File::open(path)?;
-        file.seek(SeekFrom::Start(start))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    read().unwrap_or_default()
-}
-
-/// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.trim_end().lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 // Like redis.rs, these tests start real servers: they check `launch`, which is private.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use std::net::TcpListener;
 
     fn touch_binaries(bin: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(bin)?;
@@ -722,11 +668,5 @@ mod tests {
     fn versions_compare_numerically() {
         assert!(parse_version(OsStr::new("10")) > parse_version(OsStr::new("9.6")));
         assert_eq!(parse_version(OsStr::new("main")), None);
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
-        assert_eq!(tail("a", 5), "a");
     }
 }

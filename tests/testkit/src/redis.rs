@@ -36,9 +36,9 @@
 //! `redis-server` is looked up on `PATH`; the environment variable [`REDIS_SERVER_ENV`] (`MESH_REDIS_SERVER`)
 //! overrides the path.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read as _, Seek as _, SeekFrom};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::fs::OpenOptions;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -50,6 +50,8 @@ use tempfile::TempDir;
 use tokio::net::TcpSocket;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use crate::server_process::{LaunchError, file_len, free_port, read_from, reserve, tail};
 
 /// Environment variable that overrides the path of the `redis-server` binary.
 pub const REDIS_SERVER_ENV: &str = "MESH_REDIS_SERVER";
@@ -203,28 +205,6 @@ impl Drop for RedisServer {
     }
 }
 
-/// Why one launch of `redis-server` failed.
-enum LaunchError {
-    /// The port was taken: worth trying another one.
-    PortInUse(anyhow::Error),
-    /// Anything else.
-    Fatal(anyhow::Error),
-}
-
-impl LaunchError {
-    fn into_inner(self) -> anyhow::Error {
-        match self {
-            Self::PortInUse(error) | Self::Fatal(error) => error,
-        }
-    }
-}
-
-impl From<anyhow::Error> for LaunchError {
-    fn from(error: anyhow::Error) -> Self {
-        Self::Fatal(error)
-    }
-}
-
 /// The `redis-server` binary: [`REDIS_SERVER_ENV`] if set and not empty, otherwise `redis-server` from `PATH`.
 fn redis_server_binary() -> PathBuf {
     std::env::var_os(REDIS_SERVER_ENV)
@@ -234,24 +214,6 @@ fn redis_server_binary() -> PathBuf {
 
 fn url(port: u16) -> String {
     format!("redis://127.0.0.1:{port}")
-}
-
-/// A port of `127.0.0.1` that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind 127.0.0.1:0 to find a free port")?;
-    Ok(listener.local_addr().context("cannot read the address of a bound socket")?.port())
-}
-
-/// Binds `127.0.0.1:port` without listening, so that nobody else gets the port and connections are refused.
-///
-/// Best effort: `None` if the port cannot be bound.
-fn reserve(port: u16) -> Option<TcpSocket> {
-    let socket = TcpSocket::new_v4().ok()?;
-    // the killed server may leave connections in TIME_WAIT on the port
-    socket.set_reuseaddr(true).ok()?;
-    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).ok()?;
-    Some(socket)
 }
 
 /// Spawns `redis-server` on `port` with its files in `dir` and waits until it answers.
@@ -393,33 +355,12 @@ impl Logs {
     }
 }
 
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |metadata| metadata.len())
-}
-
-/// The text of `path` from byte `start` on; empty if it cannot be read.
-fn read_from(path: &Path, start: u64) -> String {
-    let read = || -> io::Result<String> {
-        let mut file = File::open(path)?;
-        file.seek(SeekFrom::Start(start))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    read().unwrap_or_default()
-}
-
-/// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.trim_end().lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 // These tests start real servers, unlike the I/O-free unit tests elsewhere: they check
 // `launch`, which is private, and this module's whole job is I/O.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
 
     async fn launch_on_taken_port_fails_as_port_in_use(port: u16) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -443,11 +384,5 @@ mod tests {
     async fn a_port_taken_by_another_redis_is_reported_as_in_use_not_ready() -> anyhow::Result<()> {
         let other = RedisServer::start().await?;
         launch_on_taken_port_fails_as_port_in_use(other.port()).await
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
-        assert_eq!(tail("a", 5), "a");
     }
 }

@@ -136,7 +136,7 @@ async fn an_invalid_setting_also_stops_the_server_with_code_2() {
 
 #[tokio::test]
 async fn print_config_never_prints_a_secret() {
-    let env = [("MESH__AUTH__DEV_KEY", "true"), ("MESH__REDIS__URL", "redis://:hunter2@127.0.0.1:6379")];
+    let env = [("MESH__AUTH__DEV_KEY", "true"), ("MESH__REDIS__URL", "redis://:hunter2@redis.invalid:6379")];
     let (code, stdout, stderr) = run_meshd(&["print-config"], &env).await;
     assert_eq!(code, 0, "stderr: {stderr}");
     assert!(stdout.contains("[redacted]"), "{stdout}");
