@@ -134,8 +134,17 @@ impl RedisStore {
         Self { pool, lifetimes, scripts: Scripts::load() }
     }
 
-    async fn connection(&self) -> Result<bb8::PooledConnection<'_, redis::Client>, SessionError> {
-        self.pool.get().await.map_err(|error| SessionError::Unavailable(format!("no redis connection: {error}")))
+    /// Runs one script invocation on a pooled connection.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, SessionError> {
+        let mut connection = self
+            .pool
+            .get()
+            .await
+            .map_err(|error| SessionError::Unavailable(format!("no redis connection: {error}")))?;
+        invocation.invoke_async(&mut *connection).await.map_err(unavailable)
     }
 
     fn idle_millis(&self) -> i64 {
@@ -216,25 +225,24 @@ impl SessionStore for RedisStore {
             let event = AuditEvent::of(SessionChangeKind::Created, &session, now);
             let keys = OwnerKeys::new(tenant, user);
             let attributes = serde_json::to_string(&session.attributes).expect("attributes serialize");
-            let mut connection = self.connection().await?;
             let reply: Option<Reply> = self
-                .scripts
-                .create
-                .key(keys.session(&session.id))
-                .key(&keys.index)
-                .key(&keys.stream)
-                .arg(user)
-                .arg(session.id.as_str())
-                .arg(attributes)
-                .arg(millis(now))
-                .arg(millis(session.expire_time))
-                .arg(millis(session.max_expire_time))
-                .arg(grace_millis())
-                .arg(&event.event_id)
-                .arg(event.to_json())
-                .invoke_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
+                .invoke(
+                    self.scripts
+                        .create
+                        .key(keys.session(&session.id))
+                        .key(&keys.index)
+                        .key(&keys.stream)
+                        .arg(user)
+                        .arg(session.id.as_str())
+                        .arg(attributes)
+                        .arg(millis(now))
+                        .arg(millis(session.expire_time))
+                        .arg(millis(session.max_expire_time))
+                        .arg(grace_millis())
+                        .arg(&event.event_id)
+                        .arg(event.to_json()),
+                )
+                .await?;
             session_of(reply, tenant, user, &session.id)
         })
     }
@@ -249,18 +257,17 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let now = truncate_to_millis(now);
             let keys = OwnerKeys::new(tenant, user);
-            let mut connection = self.connection().await?;
             let reply: Option<Reply> = self
-                .scripts
-                .get
-                .key(keys.session(id))
-                .arg(user)
-                .arg(millis(now))
-                .arg(self.idle_millis())
-                .arg(grace_millis())
-                .invoke_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
+                .invoke(
+                    self.scripts
+                        .get
+                        .key(keys.session(id))
+                        .arg(user)
+                        .arg(millis(now))
+                        .arg(self.idle_millis())
+                        .arg(grace_millis()),
+                )
+                .await?;
             session_of(reply, tenant, user, id)
         })
     }
@@ -283,23 +290,22 @@ impl SessionStore for RedisStore {
             let event = AuditEvent::of(SessionChangeKind::Updated, &updated, now);
             let attributes = serde_json::to_string(&updated.attributes).expect("attributes serialize");
             let keys = OwnerKeys::new(tenant, user);
-            let mut connection = self.connection().await?;
             let reply: Option<Reply> = self
-                .scripts
-                .update
-                .key(keys.session(id))
-                .key(&keys.stream)
-                .arg(user)
-                .arg(millis(now))
-                .arg(expected.version().get())
-                .arg(attributes)
-                .arg(millis(updated.expire_time))
-                .arg(grace_millis())
-                .arg(&event.event_id)
-                .arg(event.to_json())
-                .invoke_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
+                .invoke(
+                    self.scripts
+                        .update
+                        .key(keys.session(id))
+                        .key(&keys.stream)
+                        .arg(user)
+                        .arg(millis(now))
+                        .arg(expected.version().get())
+                        .arg(attributes)
+                        .arg(millis(updated.expire_time))
+                        .arg(grace_millis())
+                        .arg(&event.event_id)
+                        .arg(event.to_json()),
+                )
+                .await?;
             session_of(reply, tenant, user, id)
         })
     }
@@ -315,22 +321,21 @@ impl SessionStore for RedisStore {
             let now = truncate_to_millis(now);
             let (event_id, before, after) = event_template(SessionChangeKind::Touched, tenant, user, id, now);
             let keys = OwnerKeys::new(tenant, user);
-            let mut connection = self.connection().await?;
             let reply: Option<Reply> = self
-                .scripts
-                .touch
-                .key(keys.session(id))
-                .key(&keys.stream)
-                .arg(user)
-                .arg(millis(now))
-                .arg(self.idle_millis())
-                .arg(grace_millis())
-                .arg(event_id)
-                .arg(before)
-                .arg(after)
-                .invoke_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
+                .invoke(
+                    self.scripts
+                        .touch
+                        .key(keys.session(id))
+                        .key(&keys.stream)
+                        .arg(user)
+                        .arg(millis(now))
+                        .arg(self.idle_millis())
+                        .arg(grace_millis())
+                        .arg(event_id)
+                        .arg(before)
+                        .arg(after),
+                )
+                .await?;
             session_of(reply, tenant, user, id)
         })
     }
@@ -348,23 +353,22 @@ impl SessionStore for RedisStore {
             let (event_id, before, after) = event_template(SessionChangeKind::Deleted, tenant, user, id, now);
             let keys = OwnerKeys::new(tenant, user);
             let expected = expected.map(|v| v.version().get().to_string()).unwrap_or_default();
-            let mut connection = self.connection().await?;
             let reply: Option<Reply> = self
-                .scripts
-                .delete
-                .key(keys.session(id))
-                .key(&keys.index)
-                .key(&keys.stream)
-                .arg(user)
-                .arg(millis(now))
-                .arg(expected)
-                .arg(id.as_str())
-                .arg(event_id)
-                .arg(before)
-                .arg(after)
-                .invoke_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
+                .invoke(
+                    self.scripts
+                        .delete
+                        .key(keys.session(id))
+                        .key(&keys.index)
+                        .key(&keys.stream)
+                        .arg(user)
+                        .arg(millis(now))
+                        .arg(expected)
+                        .arg(id.as_str())
+                        .arg(event_id)
+                        .arg(before)
+                        .arg(after),
+                )
+                .await?;
             session_of(reply, tenant, user, id).map(drop)
         })
     }
@@ -385,20 +389,19 @@ impl SessionStore for RedisStore {
                 Some(cursor) => (cursor.create_millis.to_string(), cursor.id.to_string()),
                 None => ("+inf".to_owned(), String::new()),
             };
-            let mut connection = self.connection().await?;
             let rows: Vec<Row> = self
-                .scripts
-                .list
-                .key(&keys.index)
-                .arg(user)
-                .arg(millis(now))
-                .arg(&keys.session_prefix)
-                .arg(page_size + 1)
-                .arg(max_score)
-                .arg(after_id)
-                .invoke_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
+                .invoke(
+                    self.scripts
+                        .list
+                        .key(&keys.index)
+                        .arg(user)
+                        .arg(millis(now))
+                        .arg(&keys.session_prefix)
+                        .arg(page_size + 1)
+                        .arg(max_score)
+                        .arg(after_id),
+                )
+                .await?;
             let mut sessions = rows
                 .into_iter()
                 .map(|(id, version, attributes, create, update, expire, max_expire)| {
