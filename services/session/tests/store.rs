@@ -6,12 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mesh_core::backend::redis_pool;
+use mesh_core::broker::memory::MemoryBroker;
+use mesh_core::broker::redis::RedisBroker;
+use mesh_core::broker::{Broker, History, HistorySettings, Position};
 use mesh_core::config::RedisSettings;
 use mesh_core::jobs::{JobQueue, JobQueueSettings, MemoryJobQueue, QueueName, RedisJobQueue};
 use mesh_session::SessionError;
 use mesh_session::audit::audit_queue;
-use mesh_session::domain::{Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, SessionChangeKind};
-use mesh_session::store::{MemoryStore, RedisStore, SessionStore, audit_queue_for};
+use mesh_session::domain::{
+    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, SessionChange, SessionChangeKind, SessionId,
+};
+use mesh_session::store::{MemoryStore, RedisStore, SessionStore, audit_queue_for, channel_of, decode_change};
 use mesh_testkit::RedisServer;
 
 const IDLE: Duration = Duration::from_secs(60);
@@ -20,6 +25,7 @@ const MAX: Duration = Duration::from_secs(600);
 struct Fixture {
     store: Arc<dyn SessionStore>,
     jobs: Arc<dyn JobQueue>,
+    broker: Arc<dyn Broker>,
     redis: bool,
     _server: Option<RedisServer>,
 }
@@ -29,8 +35,9 @@ impl Fixture {
         let lifetimes = Lifetimes { idle_ttl: IDLE, max_lifetime: MAX };
         if !redis {
             let jobs: Arc<dyn JobQueue> = Arc::new(MemoryJobQueue::new(JobQueueSettings::default()));
-            let store = Arc::new(MemoryStore::new(jobs.clone(), lifetimes));
-            return Self { store, jobs, redis, _server: None };
+            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(HistorySettings::default()));
+            let store = Arc::new(MemoryStore::new(jobs.clone(), broker.clone(), lifetimes));
+            return Self { store, jobs, broker, redis, _server: None };
         }
         let server = RedisServer::start().await.expect("redis-server starts");
         // One connection per concurrent writer, so the writers test contention, not the pool.
@@ -38,12 +45,25 @@ impl Fixture {
             RedisSettings { pool_size: 64, connect_timeout: Duration::from_secs(10), ..RedisSettings::default() };
         let pool = redis_pool(&server.url(), &settings).expect("a valid redis url");
         let jobs: Arc<dyn JobQueue> = Arc::new(RedisJobQueue::new(pool.clone(), JobQueueSettings::default()));
-        let store = Arc::new(RedisStore::new(pool, lifetimes));
-        Self { store, jobs, redis, _server: Some(server) }
+        let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(pool.clone(), HistorySettings::default()));
+        let store = Arc::new(RedisStore::new(pool, lifetimes, HistorySettings::default()));
+        Self { store, jobs, broker, redis, _server: Some(server) }
     }
 
     fn queue(&self, tenant: &str, user: &str) -> QueueName {
         if self.redis { audit_queue_for(tenant, user) } else { audit_queue() }
+    }
+
+    /// Every change published so far on the channel of session `id` of `tenant`.
+    async fn changes(&self, tenant: &str, id: &SessionId) -> Vec<SessionChange> {
+        let channel = channel_of(tenant, id).unwrap();
+        let head = self.broker.position(&channel).await.unwrap();
+        let start = Position { offset: 0, epoch: head.epoch.clone() };
+        let History::Recovered(publications) = self.broker.history(&channel, &start, 100).await.unwrap() else {
+            panic!("the channel's history is complete");
+        };
+        assert_eq!(publications.len() as u64, head.offset);
+        publications.iter().map(|p| decode_change(tenant, id, &p.payload).unwrap()).collect()
     }
 
     /// Every audit event enqueued so far for the owner's queue (claimed and acked).
@@ -100,6 +120,8 @@ conformance!(
     every_mutation_enqueues_exactly_one_matching_audit_event,
     a_list_pages_newest_first,
     concurrent_writers_lose_no_update,
+    every_change_is_published_on_the_session_channel_in_order,
+    an_ended_session_is_expired_and_announced_exactly_once,
 );
 
 async fn a_created_session_can_be_read_back_and_listed(fixture: Fixture) {
@@ -283,4 +305,62 @@ async fn concurrent_writers_lose_no_update(fixture: Fixture) {
     }
     let updates = fixture.audit_events("acme", "alice").await;
     assert_eq!(updates.iter().filter(|event| event.kind == SessionChangeKind::Updated).count() as u64, successes);
+}
+
+async fn every_change_is_published_on_the_session_channel_in_order(fixture: Fixture) {
+    let now = start_time();
+    let created = fixture.store.create("acme", "alice", attributes(&[("a", "1")]), now).await.unwrap();
+    let later = now + Duration::from_secs(5);
+    let v1 = ExpectedVersion::from(created.version);
+    let updated = fixture.store.update("acme", "alice", &created.id, v1, &patch("a", "2"), later).await.unwrap();
+    fixture.store.get("acme", "alice", &created.id, later).await.unwrap();
+    let touched = fixture.store.touch("acme", "alice", &created.id, later + Duration::from_secs(1)).await.unwrap();
+    fixture.store.delete("acme", "alice", &created.id, None, later).await.unwrap();
+
+    let changes = fixture.changes("acme", &created.id).await;
+    let kinds: Vec<_> = changes.iter().map(|change| (change.kind, change.version.get())).collect();
+    use SessionChangeKind::*;
+    assert_eq!(kinds, [(Created, 1), (Updated, 2), (Touched, 2), (Deleted, 2)], "Get announces nothing");
+    assert_eq!(changes[0].session.as_ref(), Some(&created));
+    assert_eq!(changes[1].session.as_ref(), Some(&updated));
+    assert_eq!(changes[2].session.as_ref(), Some(&touched));
+    assert_eq!(changes[3].session, None);
+    assert_eq!((changes[0].at, changes[1].at), (created.create_time, updated.update_time));
+    assert!(changes.iter().all(|change| change.session_id == created.id));
+}
+
+async fn an_ended_session_is_expired_and_announced_exactly_once(fixture: Fixture) {
+    let now = start_time();
+    let idle = fixture.store.create("acme", "alice", Attributes::default(), now).await.unwrap();
+    let v1 = ExpectedVersion::from(idle.version);
+    fixture.store.update("acme", "alice", &idle.id, v1, &patch("a", "1"), now).await.unwrap();
+    let fresh = fixture.store.create("acme", "bob", Attributes::default(), now + IDLE).await.unwrap();
+    assert_eq!(fixture.store.expire_due(now + IDLE - Duration::from_millis(1), 100).await.unwrap(), 0);
+
+    // Four sweepers at once, as four instances would: one of them ends the session.
+    let sweeps = (0..4).map(|_| {
+        let store = fixture.store.clone();
+        tokio::spawn(async move { store.expire_due(now + IDLE, 100).await.unwrap() })
+    });
+    let mut ended = 0;
+    for sweep in sweeps.collect::<Vec<_>>() {
+        ended += sweep.await.unwrap();
+    }
+    assert_eq!(ended, 1);
+    assert_eq!(fixture.store.expire_due(now + IDLE, 100).await.unwrap(), 0);
+
+    let changes = fixture.changes("acme", &idle.id).await;
+    let last = changes.last().unwrap();
+    assert_eq!((changes.len(), last.kind, last.version.get()), (3, SessionChangeKind::Expired, 2));
+    assert_eq!(last.session, None);
+    let expired: Vec<_> = fixture
+        .audit_events("acme", "alice")
+        .await
+        .into_iter()
+        .filter(|event| event.kind == SessionChangeKind::Expired)
+        .collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!((expired[0].session_id.clone(), expired[0].version.get()), (idle.id.clone(), 2));
+    assert!(fixture.store.list("acme", "alice", 10, None, now).await.unwrap().sessions.is_empty());
+    assert!(fixture.store.get("acme", "bob", &fresh.id, now + IDLE).await.is_ok());
 }

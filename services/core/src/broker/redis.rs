@@ -39,23 +39,30 @@ use super::{
 };
 use crate::backend::RedisPool;
 
-/// KEYS: meta, log. ARGV: candidate epoch, payload, size, ttl seconds, pub/sub channel.
-/// Returns {offset, epoch}. The offset is stored only after `XADD` succeeded (a failing
+/// Defines `mesh_publish(meta, log, pubsub, candidate_epoch, payload, size, ttl_seconds)`,
+/// which returns {offset, epoch}. The offset is stored only after `XADD` succeeded (a failing
 /// command aborts the script but does not undo earlier writes), so a failure leaves no gap.
-const PUBLISH_LUA: &str = r"
-local meta, log = KEYS[1], KEYS[2]
-if redis.call('HSETNX', meta, 'epoch', ARGV[1]) == 1 then
-  redis.call('DEL', log)
+const PUBLISH_FN: &str = r"
+local function mesh_publish(meta, log, pubsub, candidate_epoch, payload, size, ttl)
+  if redis.call('HSETNX', meta, 'epoch', candidate_epoch) == 1 then
+    redis.call('DEL', log)
+  end
+  local state = redis.call('HMGET', meta, 'epoch', 'offset')
+  local epoch = state[1]
+  local id = string.format('%d', (tonumber(state[2]) or 0) + 1)
+  redis.call('XADD', log, 'MAXLEN', size, id .. '-1', 'p', payload)
+  redis.call('HSET', meta, 'offset', id)
+  redis.call('EXPIRE', meta, ttl)
+  redis.call('EXPIRE', log, ttl)
+  redis.call('PUBLISH', pubsub, id .. ':' .. epoch .. ':' .. payload)
+  return {tonumber(id), epoch}
 end
-local state = redis.call('HMGET', meta, 'epoch', 'offset')
-local epoch = state[1]
-local id = string.format('%d', (tonumber(state[2]) or 0) + 1)
-redis.call('XADD', log, 'MAXLEN', ARGV[3], id .. '-1', 'p', ARGV[2])
-redis.call('HSET', meta, 'offset', id)
-redis.call('EXPIRE', meta, ARGV[4])
-redis.call('EXPIRE', log, ARGV[4])
-redis.call('PUBLISH', ARGV[5], id .. ':' .. epoch .. ':' .. ARGV[2])
-return {tonumber(id), epoch}
+";
+
+/// KEYS: meta, log. ARGV: candidate epoch, payload, size, ttl seconds, pub/sub channel.
+/// Returns {offset, epoch}.
+const PUBLISH_LUA: &str = r"
+return mesh_publish(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 ";
 
 /// KEYS: meta, log. ARGV: since epoch, since offset, limit.
@@ -103,7 +110,7 @@ end
 return {offset, meta[1]}
 ";
 
-static PUBLISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_LUA));
+static PUBLISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{PUBLISH_FN}\n{PUBLISH_LUA}")));
 static HISTORY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HISTORY_LUA));
 static POSITION_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(POSITION_LUA));
 
@@ -130,6 +137,32 @@ impl RedisBroker {
     /// The history settings.
     pub fn settings(&self) -> &HistorySettings {
         &self.settings
+    }
+
+    /// Lua source to put in front of another component's script: it defines
+    /// `mesh_publish(meta, log, pubsub, candidate_epoch, payload, size, ttl_seconds)`, which
+    /// publishes exactly as [`Broker::publish`] does (history, offset, pub/sub message),
+    /// atomically with the rest of that script, and returns `{offset, epoch}`. The caller
+    /// passes [`publish_keys`](Self::publish_keys) (meta and log among its KEYS), a fresh
+    /// [`Epoch::random`] and the [`settings`](Self::settings)' size and TTL
+    /// ([`ttl_seconds`](Self::ttl_seconds)); it checks the payload size itself.
+    ///
+    /// A channel's keys carry the channel's own hash tag, so a script that also writes keys
+    /// of its own spans two slots: standalone Redis (the only topology this build connects
+    /// to) runs it atomically; on Redis Cluster such a caller must publish in a second step.
+    pub fn publish_lua() -> &'static str {
+        PUBLISH_FN
+    }
+
+    /// The keys `mesh_publish` takes for `channel`: meta hash, history stream, pub/sub
+    /// channel.
+    pub fn publish_keys(channel: &ChannelKey) -> (String, String, String) {
+        (Self::meta_key(channel), Self::log_key(channel), Self::pubsub_channel(channel))
+    }
+
+    /// A history TTL as `mesh_publish` takes it: whole seconds, rounded up, at least 1.
+    pub fn ttl_seconds(ttl: Duration) -> u64 {
+        ttl_seconds(ttl)
     }
 
     /// The pub/sub channel `channel`'s publications are sent on: `t:<tenant>:ch:{<full>}`.

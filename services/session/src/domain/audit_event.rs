@@ -46,13 +46,14 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    /// The event for a change of `kind` to `session` at `occurred_at`, with a new random id.
+    /// The event for a change of `kind` to `session` at `occurred_at`, with a new id
+    /// ([`new_id`](Self::new_id)).
     /// CREATED and UPDATED carry the attributes (they set them); TOUCHED, DELETED and EXPIRED
     /// do not (nothing in them changed). `occurred_at` is cut to the microsecond.
     pub fn of(kind: SessionChangeKind, session: &Session, occurred_at: SystemTime) -> Self {
         let carries_attributes = matches!(kind, SessionChangeKind::Created | SessionChangeKind::Updated);
         Self {
-            event_id: mesh_core::auth::random_id(),
+            event_id: Self::new_id(kind, &session.id),
             tenant: session.tenant.clone(),
             user: session.user.clone(),
             session_id: session.id.clone(),
@@ -60,6 +61,15 @@ impl AuditEvent {
             version: session.version,
             occurred_at: truncate_to_micros(occurred_at),
             attributes: carries_attributes.then(|| session.attributes.clone()),
+        }
+    }
+
+    /// The id of a new event of `kind` for session `id`: random, except for EXPIRED, which
+    /// is `<id>.expired` (a session expires once, so a repeated expiry is the same event).
+    pub fn new_id(kind: SessionChangeKind, id: &SessionId) -> String {
+        match kind {
+            SessionChangeKind::Expired => format!("{id}.expired"),
+            _ => mesh_core::auth::random_id(),
         }
     }
 

@@ -19,6 +19,6 @@ pub use attributes::{
 pub use audit_event::AuditEvent;
 pub use error::SessionError;
 pub use lifetimes::{Lifetimes, MAX_LIFETIME_LIMIT};
-pub use session::{Session, SessionChangeKind};
+pub use session::{Session, SessionChange, SessionChangeKind};
 pub use session_id::{SESSION_ID_LEN, SessionId};
 pub use version::{ExpectedVersion, Version};

@@ -91,6 +91,35 @@ impl Session {
     }
 }
 
+/// One change of a session as its watchers see it (`mesh.session.v1.SessionChange` without
+/// its position, which the channel assigns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionChange {
+    /// What happened.
+    pub kind: SessionChangeKind,
+    /// The changed session.
+    pub session_id: SessionId,
+    /// The version after the change (the last one for DELETED and EXPIRED).
+    pub version: Version,
+    /// The session after the change; `None` for DELETED and EXPIRED.
+    pub session: Option<Session>,
+    /// When the change happened (server clock, to the millisecond).
+    pub at: SystemTime,
+}
+
+impl SessionChange {
+    /// The change of `kind` to `session` at `at`; DELETED and EXPIRED carry no snapshot.
+    pub fn of(kind: SessionChangeKind, session: &Session, at: SystemTime) -> Self {
+        Self {
+            kind,
+            session_id: session.id.clone(),
+            version: session.version,
+            session: (!kind.ends_session()).then(|| session.clone()),
+            at,
+        }
+    }
+}
+
 /// What a change of a session was (`mesh.session.v1.SessionChangeKind`). In JSON it is the
 /// UPPER_SNAKE name, e.g. `"CREATED"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,28 +1,35 @@
 //! [`MemoryStore`]: sessions in a map of this process (embedded mode and tests).
 //!
 //! One lock guards the map; a mutation computes the new state with the domain's reference
-//! rules, enqueues its audit event and only then commits, all under the lock, so a change
-//! without its event cannot exist and events come in the order of the changes.
+//! rules, enqueues its audit event, publishes the change on the broker and only then
+//! commits, all under the lock, so a change without its event cannot exist and events and
+//! changes come in the order of the commits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use mesh_core::broker::Broker;
 use mesh_core::jobs::JobQueue;
 use tokio::sync::Mutex;
 
-use super::{BoxFuture, ListCursor, SessionPage, SessionStore, clamp_page_size, millis, truncate_to_millis};
+use super::{
+    BoxFuture, ListCursor, SessionPage, SessionStore, channel_of, clamp_page_size, encode_change, millis,
+    truncate_to_millis,
+};
 use crate::SessionError;
 use crate::audit::enqueue_audit;
 use crate::domain::{
-    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, Session, SessionChangeKind, SessionId,
+    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, Session, SessionChange, SessionChangeKind,
+    SessionId,
 };
 
 /// The in-memory [`SessionStore`]; audit events go to the given job queue (queue
-/// [`AUDIT_QUEUE`](crate::audit::AUDIT_QUEUE)).
+/// [`AUDIT_QUEUE`](crate::audit::AUDIT_QUEUE)), changes to the given broker.
 pub struct MemoryStore {
     lifetimes: Lifetimes,
     jobs: Arc<dyn JobQueue>,
+    broker: Arc<dyn Broker>,
     owners: Mutex<HashMap<Owner, HashMap<SessionId, Session>>>,
 }
 
@@ -36,9 +43,21 @@ impl std::fmt::Debug for MemoryStore {
 type Owner = (String, String);
 
 impl MemoryStore {
-    /// An empty store with `lifetimes`, enqueueing audit events on `jobs`.
-    pub fn new(jobs: Arc<dyn JobQueue>, lifetimes: Lifetimes) -> Self {
-        Self { lifetimes, jobs, owners: Mutex::new(HashMap::new()) }
+    /// An empty store with `lifetimes`, enqueueing audit events on `jobs` and publishing
+    /// changes on `broker`.
+    pub fn new(jobs: Arc<dyn JobQueue>, broker: Arc<dyn Broker>, lifetimes: Lifetimes) -> Self {
+        Self { lifetimes, jobs, broker, owners: Mutex::new(HashMap::new()) }
+    }
+
+    /// Records a change of `session` (the state after it) at `now`: its audit event on the
+    /// job queue, then the change on its channel. Called under the lock, before the commit.
+    async fn record(&self, kind: SessionChangeKind, session: &Session, now: SystemTime) -> Result<(), SessionError> {
+        let event = AuditEvent::of(kind, session, now);
+        enqueue_audit(&*self.jobs, &event).await?;
+        let channel = channel_of(&session.tenant, &session.id)?;
+        let payload = encode_change(&session.user, &SessionChange::of(kind, session, now));
+        self.broker.publish(&channel, payload).await.map_err(|error| SessionError::Unavailable(error.to_string()))?;
+        Ok(())
     }
 }
 
@@ -46,17 +65,18 @@ fn owner(tenant: &str, user: &str) -> Owner {
     (tenant.to_owned(), user.to_owned())
 }
 
-/// The caller's live session `id` in `sessions`; an expired one is dropped.
+/// The caller's live session `id` in `sessions` (an expired one stays until the sweeper
+/// ends it, but is NotFound).
 fn live<'m>(
     sessions: Option<&'m mut HashMap<SessionId, Session>>,
     id: &SessionId,
     now: SystemTime,
 ) -> Result<&'m mut Session, SessionError> {
-    let sessions = sessions.ok_or(SessionError::NotFound)?;
-    if sessions.get(id).is_some_and(|session| session.is_expired(now)) {
-        sessions.remove(id);
+    let session = sessions.and_then(|sessions| sessions.get_mut(id)).ok_or(SessionError::NotFound)?;
+    if session.is_expired(now) {
+        return Err(SessionError::NotFound);
     }
-    sessions.get_mut(id).ok_or(SessionError::NotFound)
+    Ok(session)
 }
 
 impl SessionStore for MemoryStore {
@@ -71,7 +91,7 @@ impl SessionStore for MemoryStore {
             let now = truncate_to_millis(now);
             let session = Session::create(SessionId::generate(), tenant, user, attributes, now, &self.lifetimes);
             let mut owners = self.owners.lock().await;
-            enqueue_audit(&*self.jobs, &AuditEvent::of(SessionChangeKind::Created, &session, now)).await?;
+            self.record(SessionChangeKind::Created, &session, now).await?;
             owners.entry(owner(tenant, user)).or_default().insert(session.id.clone(), session.clone());
             Ok(session)
         })
@@ -107,7 +127,7 @@ impl SessionStore for MemoryStore {
             let mut owners = self.owners.lock().await;
             let session = live(owners.get_mut(&owner(tenant, user)), id, now)?;
             let updated = session.clone().updated(expected, patch, now, &self.lifetimes)?;
-            enqueue_audit(&*self.jobs, &AuditEvent::of(SessionChangeKind::Updated, &updated, now)).await?;
+            self.record(SessionChangeKind::Updated, &updated, now).await?;
             *session = updated.clone();
             Ok(updated)
         })
@@ -125,7 +145,7 @@ impl SessionStore for MemoryStore {
             let mut owners = self.owners.lock().await;
             let session = live(owners.get_mut(&owner(tenant, user)), id, now)?;
             let touched = session.clone().touched(now, &self.lifetimes);
-            enqueue_audit(&*self.jobs, &AuditEvent::of(SessionChangeKind::Touched, &touched, now)).await?;
+            self.record(SessionChangeKind::Touched, &touched, now).await?;
             *session = touched.clone();
             Ok(touched)
         })
@@ -147,7 +167,7 @@ impl SessionStore for MemoryStore {
             if let Some(expected) = expected {
                 expected.check(session.version)?;
             }
-            enqueue_audit(&*self.jobs, &AuditEvent::of(SessionChangeKind::Deleted, session, now)).await?;
+            self.record(SessionChangeKind::Deleted, session, now).await?;
             if let Some(sessions) = owners.get_mut(&owner(tenant, user)) {
                 sessions.remove(id);
             }
@@ -166,13 +186,13 @@ impl SessionStore for MemoryStore {
         Box::pin(async move {
             let now = truncate_to_millis(now);
             let page_size = clamp_page_size(page_size);
-            let mut owners = self.owners.lock().await;
-            let Some(sessions) = owners.get_mut(&owner(tenant, user)) else {
+            let owners = self.owners.lock().await;
+            let Some(sessions) = owners.get(&owner(tenant, user)) else {
                 return Ok(SessionPage { sessions: Vec::new(), next: None });
             };
-            sessions.retain(|_, session| !session.is_expired(now));
             let mut page: Vec<Session> = sessions
                 .values()
+                .filter(|session| !session.is_expired(now))
                 .filter(|session| after.is_none_or(|cursor| cursor.precedes(session)))
                 .cloned()
                 .collect();
@@ -181,6 +201,30 @@ impl SessionStore for MemoryStore {
             let next = (page.len() > page_size).then(|| ListCursor::after(&page[page_size - 1]));
             page.truncate(page_size);
             Ok(SessionPage { sessions: page, next })
+        })
+    }
+
+    fn expire_due(&self, now: SystemTime, limit: usize) -> BoxFuture<'_, Result<usize, SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let mut owners = self.owners.lock().await;
+            let due: Vec<(Owner, SessionId)> = owners
+                .iter()
+                .flat_map(|(owner, sessions)| {
+                    sessions.values().filter(|s| s.is_expired(now)).map(move |s| (owner.clone(), s.id.clone()))
+                })
+                .take(limit)
+                .collect();
+            for (owner, id) in &due {
+                let sessions = owners.get_mut(owner).expect("the owner was just seen");
+                let session = sessions.get(id).expect("the session was just seen");
+                self.record(SessionChangeKind::Expired, session, now).await?;
+                sessions.remove(id);
+                if sessions.is_empty() {
+                    owners.remove(owner);
+                }
+            }
+            Ok(due.len())
         })
     }
 }

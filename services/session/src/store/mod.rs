@@ -8,12 +8,14 @@
 //! user is [`SessionError::NotFound`], exactly like a missing one. An expired session (idle
 //! expiry or absolute cap passed) is NotFound everywhere. Get, Touch and Update count as
 //! activity and slide the idle expiry (never past the cap). Every mutation (create, update,
-//! touch, delete) enqueues exactly one [`AuditEvent`](crate::domain::AuditEvent), and a
-//! change is never committed without its event.
+//! touch, delete, expiry) enqueues exactly one [`AuditEvent`](crate::domain::AuditEvent) and
+//! publishes one change on the session's channel ([`channel_of`], payload as in
+//! [`encode_change`]), and a change is never committed without its event.
 //!
 //! Times are kept to the millisecond (what Redis stores): both stores cut `now` there first,
 //! so they return identical sessions. `now` is a parameter so tests control the clock.
 
+mod change;
 mod memory;
 mod redis;
 
@@ -24,8 +26,9 @@ use mesh_core::FieldViolation;
 use crate::SessionError;
 use crate::domain::{Attributes, AttributesPatch, ExpectedVersion, Session, SessionId};
 
+pub use self::change::{channel_of, decode_change, encode_change};
 pub use self::memory::MemoryStore;
-pub use self::redis::{AUDIT_SHARDS, RedisStore, audit_queue_for};
+pub use self::redis::{AUDIT_SHARDS, EXPIRY_GRACE, RedisStore, audit_queue_for, audit_queues};
 
 pub use crate::audit::BoxFuture;
 
@@ -95,6 +98,14 @@ pub trait SessionStore: Send + Sync + 'static {
         after: Option<&'a ListCursor>,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<SessionPage, SessionError>>;
+
+    /// Ends sessions whose idle expiry or cap passed by `now` (at most `limit` per call):
+    /// each is removed, its EXPIRED audit event enqueued and EXPIRED announced on its
+    /// channel, exactly once even when several instances call this at the same time.
+    /// Returns how many sessions this call ended. Every instance runs it periodically (the
+    /// [`Sweeper`](crate::sweeper::Sweeper)); reads treat an expired session as missing
+    /// before that.
+    fn expire_due(&self, now: SystemTime, limit: usize) -> BoxFuture<'_, Result<usize, SessionError>>;
 }
 
 /// One page of [`SessionStore::list`].

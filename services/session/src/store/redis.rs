@@ -1,8 +1,10 @@
 //! [`RedisStore`]: sessions in Redis, the source of truth of the mesh.
 //!
-//! Every mutation is one Lua script (in `lua/`) that changes the session hash and the
-//! owner's index and enqueues the audit event (`mesh_enqueue_job` of mesh-core's job queue)
-//! in the same atomic step, so a change without its audit event cannot exist.
+//! Every mutation is one Lua script (in `lua/`) that changes the session hash, the owner's
+//! index and the expiry index, enqueues the audit event (`mesh_enqueue_job` of mesh-core's
+//! job queue) and publishes the change on the session's channel (`mesh_publish` of
+//! mesh-core's broker, payload as in [`change`](super::change)) in one atomic step: a change
+//! without its audit event cannot exist, and watchers see changes in commit order.
 //!
 //! ## Keys and sharding
 //!
@@ -17,20 +19,35 @@
 //! |---|---|---|
 //! | `t:<tenant>:session:{q}:<id>` | hash | `user`, `version`, `attributes` (JSON), `create`, `update`, `expire`, `max_expire` (ms) |
 //! | `t:<tenant>:sessions:{q}:<user>` | sorted set | the owner's session ids, scored by creation time (ms) |
+//! | `mesh:session-expiry:{q}` | sorted set | `<tenant>/<user>/<id>` of every session of the shard, scored by its idle expiry (ms) |
 //! | `jobs:{q}:stream` | stream | the audit queue `q` (mesh-core's job queue layout) |
+//!
+//! The channel `sessions/<id>` keeps the broker's own keys (and hash tag); see
+//! [`RedisBroker::publish_lua`] for what that means on Redis Cluster.
 //!
 //! Several users of a tenant share a shard, so the hash records its `user` and every script
 //! checks it: another user's session is NotFound. Scripts treat a session whose `expire` or
-//! `max_expire` passed (by the caller's `now`) as missing; Redis drops the hash
-//! [`EXPIRY_GRACE`] after its `expire` (PEXPIREAT), and dead ids leave the index lazily when
-//! a list meets them. The audit worker must drain all 16 queues; they must be on this Redis.
+//! `max_expire` passed (by the caller's `now`) as missing.
+//!
+//! ## Expiry
+//!
+//! [`SessionStore::expire_due`] (run by every instance's sweeper) reads the due entries of
+//! each shard's expiry index and ends each in the `expire` script, which removes the session
+//! and enqueues and announces EXPIRED only if the session is still there and still due: two
+//! instances sweeping at once end each session exactly once. As a safety net Redis drops a
+//! hash [`EXPIRY_GRACE`] after its idle expiry (PEXPIREAT) if no sweeper ran by then; such a
+//! session is never announced. Dead ids leave an owner's index when a list meets them.
+//! The audit workers must drain all 16 queues ([`audit_queues`]); they are on this Redis.
 
 use std::time::{Duration, SystemTime};
 
 use mesh_core::backend::RedisPool;
+use mesh_core::broker::redis::RedisBroker;
+use mesh_core::broker::{Epoch, HistorySettings};
 use mesh_core::jobs::{QueueName, RedisJobQueue};
 use redis::Script;
 
+use super::change::channel_of;
 use super::{
     BoxFuture, ListCursor, SessionPage, SessionStore, clamp_page_size, from_millis, millis, truncate_to_millis,
 };
@@ -41,16 +58,22 @@ use crate::domain::{
 
 /// Number of audit queues (`audit.s0` .. `audit.s15`) the Redis store spreads events over.
 pub const AUDIT_SHARDS: u32 = 16;
-/// How long Redis keeps a session hash after its idle expiry (so a slightly slow clock of
-/// another instance never sees a live session vanish).
-pub const EXPIRY_GRACE: Duration = Duration::from_secs(60);
+/// How long Redis keeps a session hash after its idle expiry when no sweeper ended it (a
+/// safety net against leaks while no instance runs; the sweeper normally ends it at once).
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(3600);
 
 const SESSION_LUA: &str = include_str!("lua/session.lua");
 
 /// The audit queue of the sessions of (`tenant`, `user`): `audit.s<k>`, `k` = FNV-1a of the
 /// owner mod [`AUDIT_SHARDS`].
 pub fn audit_queue_for(tenant: &str, user: &str) -> QueueName {
-    QueueName::parse(&format!("audit.s{}", shard_of(tenant, user))).expect("audit shard names are valid")
+    shard_queue(shard_of(tenant, user))
+}
+
+/// Every audit queue of the Redis store, `audit.s0` .. `audit.s15`: what its audit workers
+/// drain.
+pub fn audit_queues() -> Vec<QueueName> {
+    (0..AUDIT_SHARDS).map(shard_queue).collect()
 }
 
 fn shard_of(tenant: &str, user: &str) -> u32 {
@@ -65,6 +88,7 @@ fn shard_of(tenant: &str, user: &str) -> u32 {
 pub struct RedisStore {
     pool: RedisPool,
     lifetimes: Lifetimes,
+    history: HistorySettings,
     scripts: Scripts,
 }
 
@@ -80,20 +104,22 @@ struct Scripts {
     update: Script,
     touch: Script,
     delete: Script,
+    expire: Script,
     list: Script,
 }
 
 impl Scripts {
     fn load() -> Self {
-        let mutation = |body: &str| Script::new(&format!("{}\n{SESSION_LUA}\n{body}", RedisJobQueue::enqueue_lua()));
-        let read = |body: &str| Script::new(&format!("{SESSION_LUA}\n{body}"));
+        let prelude = format!("{}\n{}\n{SESSION_LUA}", RedisJobQueue::enqueue_lua(), RedisBroker::publish_lua());
+        let mutation = |body: &str| Script::new(&format!("{prelude}\n{body}"));
         Self {
             create: mutation(include_str!("lua/create.lua")),
-            get: read(include_str!("lua/get.lua")),
+            get: mutation(include_str!("lua/get.lua")),
             update: mutation(include_str!("lua/update.lua")),
             touch: mutation(include_str!("lua/touch.lua")),
             delete: mutation(include_str!("lua/delete.lua")),
-            list: read(include_str!("lua/list.lua")),
+            expire: mutation(include_str!("lua/expire.lua")),
+            list: Script::new(&format!("{SESSION_LUA}\n{}", include_str!("lua/list.lua"))),
         }
     }
 }
@@ -103,22 +129,48 @@ struct OwnerKeys {
     session_prefix: String,
     index: String,
     stream: String,
+    expiry: String,
 }
 
 impl OwnerKeys {
     fn new(tenant: &str, user: &str) -> Self {
-        let queue = audit_queue_for(tenant, user);
+        let shard = shard_of(tenant, user);
+        let queue = shard_queue(shard);
         let tag = RedisJobQueue::hash_tag(&queue);
         Self {
             session_prefix: format!("t:{tenant}:session:{tag}:"),
             index: format!("t:{tenant}:sessions:{tag}:{user}"),
             stream: RedisJobQueue::stream_key(&queue),
+            expiry: expiry_key(shard),
         }
     }
 
     fn session(&self, id: &SessionId) -> String {
         format!("{}{id}", self.session_prefix)
     }
+}
+
+/// The audit queue of shard `shard`.
+fn shard_queue(shard: u32) -> QueueName {
+    QueueName::parse(&format!("audit.s{shard}")).expect("audit shard names are valid")
+}
+
+/// The expiry index of shard `shard`: a sorted set of `<tenant>/<user>/<id>` members scored
+/// by their session's idle expiry (ms), read by [`RedisStore::expire_due`].
+fn expiry_key(shard: u32) -> String {
+    format!("mesh:session-expiry:{}", RedisJobQueue::hash_tag(&shard_queue(shard)))
+}
+
+/// The expiry index member of a session.
+fn expiry_member(tenant: &str, user: &str, id: &SessionId) -> String {
+    format!("{tenant}/{user}/{id}")
+}
+
+/// The owner and id of an expiry index member.
+fn parse_expiry_member(member: &str) -> Option<(&str, &str, SessionId)> {
+    let mut parts = member.splitn(3, '/');
+    let (tenant, user, id) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((tenant, user, SessionId::parse(id, "id").ok()?))
 }
 
 /// A script's reply: status, version, attributes, create, update, expire, max_expire.
@@ -128,10 +180,44 @@ type Reply = (String, i64, String, i64, i64, i64, i64);
 type Row = (String, i64, String, i64, i64, i64, i64);
 
 impl RedisStore {
-    /// A store on `pool`, which also holds the audit queues (the scripts enqueue there), with
-    /// `lifetimes`.
-    pub fn new(pool: RedisPool, lifetimes: Lifetimes) -> Self {
-        Self { pool, lifetimes, scripts: Scripts::load() }
+    /// A store on `pool`, which also holds the audit queues (the scripts enqueue there) and
+    /// the broker's channels (the scripts publish each change there, kept as `history`
+    /// says: the broker's settings), with `lifetimes`.
+    pub fn new(pool: RedisPool, lifetimes: Lifetimes, history: HistorySettings) -> Self {
+        Self { pool, lifetimes, history, scripts: Scripts::load() }
+    }
+
+    /// An invocation of `script` (any but list) for session `id` of (`tenant`, `user`) at
+    /// `now`, with the KEYS and leading ARGV every such script takes (see lua/session.lua);
+    /// the caller adds the script's own arguments.
+    fn prepare<'s>(
+        &self,
+        script: &'s Script,
+        tenant: &str,
+        user: &str,
+        id: &SessionId,
+        now: SystemTime,
+    ) -> Result<redis::ScriptInvocation<'s>, SessionError> {
+        let keys = OwnerKeys::new(tenant, user);
+        let (meta, log, pubsub) = RedisBroker::publish_keys(&channel_of(tenant, id)?);
+        let mut invocation = script.key(keys.session(id));
+        invocation
+            .key(keys.index)
+            .key(keys.stream)
+            .key(keys.expiry)
+            .key(meta)
+            .key(log)
+            .arg(user)
+            .arg(millis(now))
+            .arg(i64::try_from(self.lifetimes.idle_ttl.as_millis()).unwrap_or(i64::MAX))
+            .arg(grace_millis())
+            .arg(id.as_str())
+            .arg(expiry_member(tenant, user, id))
+            .arg(pubsub)
+            .arg(Epoch::random().as_str())
+            .arg(self.history.size)
+            .arg(RedisBroker::ttl_seconds(self.history.ttl));
+        Ok(invocation)
     }
 
     /// Runs one script invocation on a pooled connection.
@@ -139,16 +225,32 @@ impl RedisStore {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, SessionError> {
-        let mut connection = self
-            .pool
-            .get()
-            .await
-            .map_err(|error| SessionError::Unavailable(format!("no redis connection: {error}")))?;
+        let mut connection = self.connection().await?;
         invocation.invoke_async(&mut *connection).await.map_err(unavailable)
     }
 
-    fn idle_millis(&self) -> i64 {
-        i64::try_from(self.lifetimes.idle_ttl.as_millis()).unwrap_or(i64::MAX)
+    async fn connection(&self) -> Result<bb8::PooledConnection<'_, redis::Client>, SessionError> {
+        self.pool.get().await.map_err(|error| SessionError::Unavailable(format!("no redis connection: {error}")))
+    }
+
+    /// Ends one due entry of the expiry index; whether this call ended the session.
+    async fn expire_member(&self, shard: u32, member: &str, now: SystemTime) -> Result<bool, SessionError> {
+        let Some((tenant, user, id)) = parse_expiry_member(member) else {
+            tracing::warn!(member, "dropping a malformed session expiry entry");
+            let mut connection = self.connection().await?;
+            let _: i64 = redis::cmd("ZREM")
+                .arg(expiry_key(shard))
+                .arg(member)
+                .query_async(&mut *connection)
+                .await
+                .map_err(unavailable)?;
+            return Ok(false);
+        };
+        let (event_id, before, after) = event_template(SessionChangeKind::Expired, tenant, user, &id, now);
+        let mut invocation = self.prepare(&self.scripts.expire, tenant, user, &id, now)?;
+        invocation.arg(event_id).arg(before).arg(after);
+        let ended: Option<i64> = self.invoke(&invocation).await?;
+        Ok(ended.is_some())
     }
 }
 
@@ -195,7 +297,7 @@ fn event_template(
     now: SystemTime,
 ) -> (String, String, String) {
     let event = AuditEvent {
-        event_id: mesh_core::auth::random_id(),
+        event_id: AuditEvent::new_id(kind, id),
         tenant: tenant.to_owned(),
         user: user.to_owned(),
         session_id: id.clone(),
@@ -223,26 +325,15 @@ impl SessionStore for RedisStore {
             let now = truncate_to_millis(now);
             let session = Session::create(SessionId::generate(), tenant, user, attributes, now, &self.lifetimes);
             let event = AuditEvent::of(SessionChangeKind::Created, &session, now);
-            let keys = OwnerKeys::new(tenant, user);
             let attributes = serde_json::to_string(&session.attributes).expect("attributes serialize");
-            let reply: Option<Reply> = self
-                .invoke(
-                    self.scripts
-                        .create
-                        .key(keys.session(&session.id))
-                        .key(&keys.index)
-                        .key(&keys.stream)
-                        .arg(user)
-                        .arg(session.id.as_str())
-                        .arg(attributes)
-                        .arg(millis(now))
-                        .arg(millis(session.expire_time))
-                        .arg(millis(session.max_expire_time))
-                        .arg(grace_millis())
-                        .arg(&event.event_id)
-                        .arg(event.to_json()),
-                )
-                .await?;
+            let mut invocation = self.prepare(&self.scripts.create, tenant, user, &session.id, now)?;
+            invocation
+                .arg(attributes)
+                .arg(millis(session.expire_time))
+                .arg(millis(session.max_expire_time))
+                .arg(&event.event_id)
+                .arg(event.to_json());
+            let reply: Option<Reply> = self.invoke(&invocation).await?;
             session_of(reply, tenant, user, &session.id)
         })
     }
@@ -256,18 +347,8 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, Result<Session, SessionError>> {
         Box::pin(async move {
             let now = truncate_to_millis(now);
-            let keys = OwnerKeys::new(tenant, user);
-            let reply: Option<Reply> = self
-                .invoke(
-                    self.scripts
-                        .get
-                        .key(keys.session(id))
-                        .arg(user)
-                        .arg(millis(now))
-                        .arg(self.idle_millis())
-                        .arg(grace_millis()),
-                )
-                .await?;
+            let invocation = self.prepare(&self.scripts.get, tenant, user, id, now)?;
+            let reply: Option<Reply> = self.invoke(&invocation).await?;
             session_of(reply, tenant, user, id)
         })
     }
@@ -289,23 +370,14 @@ impl SessionStore for RedisStore {
             let updated = current.updated(expected, patch, now, &self.lifetimes)?;
             let event = AuditEvent::of(SessionChangeKind::Updated, &updated, now);
             let attributes = serde_json::to_string(&updated.attributes).expect("attributes serialize");
-            let keys = OwnerKeys::new(tenant, user);
-            let reply: Option<Reply> = self
-                .invoke(
-                    self.scripts
-                        .update
-                        .key(keys.session(id))
-                        .key(&keys.stream)
-                        .arg(user)
-                        .arg(millis(now))
-                        .arg(expected.version().get())
-                        .arg(attributes)
-                        .arg(millis(updated.expire_time))
-                        .arg(grace_millis())
-                        .arg(&event.event_id)
-                        .arg(event.to_json()),
-                )
-                .await?;
+            let mut invocation = self.prepare(&self.scripts.update, tenant, user, id, now)?;
+            invocation
+                .arg(expected.version().get())
+                .arg(attributes)
+                .arg(millis(updated.expire_time))
+                .arg(&event.event_id)
+                .arg(event.to_json());
+            let reply: Option<Reply> = self.invoke(&invocation).await?;
             session_of(reply, tenant, user, id)
         })
     }
@@ -320,22 +392,9 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let now = truncate_to_millis(now);
             let (event_id, before, after) = event_template(SessionChangeKind::Touched, tenant, user, id, now);
-            let keys = OwnerKeys::new(tenant, user);
-            let reply: Option<Reply> = self
-                .invoke(
-                    self.scripts
-                        .touch
-                        .key(keys.session(id))
-                        .key(&keys.stream)
-                        .arg(user)
-                        .arg(millis(now))
-                        .arg(self.idle_millis())
-                        .arg(grace_millis())
-                        .arg(event_id)
-                        .arg(before)
-                        .arg(after),
-                )
-                .await?;
+            let mut invocation = self.prepare(&self.scripts.touch, tenant, user, id, now)?;
+            invocation.arg(event_id).arg(before).arg(after);
+            let reply: Option<Reply> = self.invoke(&invocation).await?;
             session_of(reply, tenant, user, id)
         })
     }
@@ -351,24 +410,10 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let now = truncate_to_millis(now);
             let (event_id, before, after) = event_template(SessionChangeKind::Deleted, tenant, user, id, now);
-            let keys = OwnerKeys::new(tenant, user);
             let expected = expected.map(|v| v.version().get().to_string()).unwrap_or_default();
-            let reply: Option<Reply> = self
-                .invoke(
-                    self.scripts
-                        .delete
-                        .key(keys.session(id))
-                        .key(&keys.index)
-                        .key(&keys.stream)
-                        .arg(user)
-                        .arg(millis(now))
-                        .arg(expected)
-                        .arg(id.as_str())
-                        .arg(event_id)
-                        .arg(before)
-                        .arg(after),
-                )
-                .await?;
+            let mut invocation = self.prepare(&self.scripts.delete, tenant, user, id, now)?;
+            invocation.arg(expected).arg(event_id).arg(before).arg(after);
+            let reply: Option<Reply> = self.invoke(&invocation).await?;
             session_of(reply, tenant, user, id).map(drop)
         })
     }
@@ -413,6 +458,37 @@ impl SessionStore for RedisStore {
             let next = (sessions.len() > page_size).then(|| ListCursor::after(&sessions[page_size - 1]));
             sessions.truncate(page_size);
             Ok(SessionPage { sessions, next })
+        })
+    }
+
+    fn expire_due(&self, now: SystemTime, limit: usize) -> BoxFuture<'_, Result<usize, SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let mut ended = 0;
+            for shard in 0..AUDIT_SHARDS {
+                if ended >= limit {
+                    break;
+                }
+                let due: Vec<String> = {
+                    let mut connection = self.connection().await?;
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(expiry_key(shard))
+                        .arg("-inf")
+                        .arg(millis(now))
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit - ended)
+                        .query_async(&mut *connection)
+                        .await
+                        .map_err(unavailable)?
+                };
+                for member in due {
+                    if self.expire_member(shard, &member, now).await? {
+                        ended += 1;
+                    }
+                }
+            }
+            Ok(ended)
         })
     }
 }

@@ -1,17 +1,19 @@
--- KEYS: session hash, user index, audit stream. ARGV: user, id, attributes, now, expire,
--- max_expire, grace, event id, event payload.
-local key, index, stream = KEYS[1], KEYS[2], KEYS[3]
-local now, expire, max_expire, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-if redis.call('EXISTS', key) == 1 then
+-- Script ARGV: attributes, expire, max_expire, event id, event payload.
+local ctx = context()
+local attributes, expire = ARGV[FIRST_ARG], tonumber(ARGV[FIRST_ARG + 1])
+local max_expire = tonumber(ARGV[FIRST_ARG + 2])
+if redis.call('EXISTS', ctx.key) == 1 then
   return redis.error_reply('session id collision')
 end
-redis.call('HSET', key, 'user', ARGV[1], 'version', 1, 'attributes', ARGV[3], 'create', now, 'update', now,
-  'expire', expire, 'max_expire', max_expire)
-redis.call('PEXPIREAT', key, expire + grace)
-redis.call('ZADD', index, now, ARGV[2])
-local index_until = redis.call('PEXPIRETIME', index)
-if index_until < max_expire + grace then
-  redis.call('PEXPIREAT', index, max_expire + grace)
+local session = { version = 1, attributes = attributes, create = ctx.now, update = ctx.now, max_expire = max_expire }
+redis.call('HSET', ctx.key, 'user', ctx.user, 'version', 1, 'attributes', attributes, 'create', ctx.now,
+  'update', ctx.now, 'max_expire', max_expire)
+save_expire(ctx, session, expire)
+redis.call('ZADD', ctx.index, ctx.now, ctx.id)
+local index_until = redis.call('PEXPIRETIME', ctx.index)
+if index_until < max_expire + ctx.grace then
+  redis.call('PEXPIREAT', ctx.index, max_expire + ctx.grace)
 end
-mesh_enqueue_job(stream, ARGV[8], ARGV[9])
-return { 'ok', 1, ARGV[3], now, now, expire, max_expire }
+mesh_enqueue_job(ctx.stream, ARGV[FIRST_ARG + 3], ARGV[FIRST_ARG + 4])
+announce(ctx, 'CREATED', session)
+return reply('ok', session)

@@ -1,8 +1,8 @@
--- KEYS: session hash. ARGV: user, now, idle ttl, grace. Get counts as activity.
-local key, now, idle, grace = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local session = load_live(key, ARGV[1], now)
+-- No script ARGV. Get counts as activity: it slides the idle expiry, announces nothing.
+local ctx = context()
+local session = load_live(ctx.key, ctx.user, ctx.now)
 if session == nil then
   return nil
 end
-save_expire(key, session, slide(session, now, idle), grace)
+save_expire(ctx, session, slide(session, ctx.now, ctx.idle))
 return reply('ok', session)

@@ -1,9 +1,9 @@
--- KEYS: session hash, audit stream. ARGV: user, now, expected version, new attributes,
--- idle expiry computed by the caller, grace, event id, event payload. The caller computed
--- the new attributes and the event from the state at the expected version; the compare and
--- set makes sure that is still the stored state.
-local key, stream, now, expected = KEYS[1], KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3])
-local session = load_live(key, ARGV[1], now)
+-- Script ARGV: expected version, new attributes, idle expiry computed by the caller, event
+-- id, event payload. The caller computed the new attributes and the event from the state at
+-- the expected version; the compare and set makes sure that is still the stored state.
+local ctx = context()
+local expected = tonumber(ARGV[FIRST_ARG])
+local session = load_live(ctx.key, ctx.user, ctx.now)
 if session == nil then
   return nil
 end
@@ -11,10 +11,11 @@ if session.version ~= expected then
   return reply('conflict', session)
 end
 session.version = expected + 1
-session.attributes = ARGV[4]
-session.update = now
-redis.call('HSET', key, 'version', session.version, 'attributes', session.attributes, 'update', now)
-local expire = math.min(math.max(tonumber(ARGV[5]), session.expire), session.max_expire)
-save_expire(key, session, expire, tonumber(ARGV[6]))
-mesh_enqueue_job(stream, ARGV[7], ARGV[8])
+session.attributes = ARGV[FIRST_ARG + 1]
+session.update = ctx.now
+redis.call('HSET', ctx.key, 'version', session.version, 'attributes', session.attributes, 'update', ctx.now)
+local expire = math.min(math.max(tonumber(ARGV[FIRST_ARG + 2]), session.expire), session.max_expire)
+save_expire(ctx, session, expire)
+mesh_enqueue_job(ctx.stream, ARGV[FIRST_ARG + 3], ARGV[FIRST_ARG + 4])
+announce(ctx, 'UPDATED', session)
 return reply('ok', session)
