@@ -122,6 +122,7 @@ conformance!(
     concurrent_writers_lose_no_update,
     every_change_is_published_on_the_session_channel_in_order,
     an_ended_session_is_expired_and_announced_exactly_once,
+    a_peek_does_not_slide_and_the_owner_is_found_within_the_tenant_only,
 );
 
 async fn a_created_session_can_be_read_back_and_listed(fixture: Fixture) {
@@ -363,4 +364,22 @@ async fn an_ended_session_is_expired_and_announced_exactly_once(fixture: Fixture
     assert_eq!((expired[0].session_id.clone(), expired[0].version.get()), (idle.id.clone(), 2));
     assert!(fixture.store.list("acme", "alice", 10, None, now).await.unwrap().sessions.is_empty());
     assert!(fixture.store.get("acme", "bob", &fresh.id, now + IDLE).await.is_ok());
+}
+
+async fn a_peek_does_not_slide_and_the_owner_is_found_within_the_tenant_only(fixture: Fixture) {
+    let now = start_time();
+    let created = fixture.store.create("acme", "alice", attributes(&[("a", "1")]), now).await.unwrap();
+    let peeked = fixture.store.peek("acme", "alice", &created.id, now + Duration::from_secs(30)).await.unwrap();
+    assert_eq!(peeked, created, "a peek changes nothing");
+    assert!(matches!(fixture.store.peek("acme", "bob", &created.id, now).await, Err(SessionError::NotFound)));
+    assert!(matches!(fixture.store.peek("other", "alice", &created.id, now).await, Err(SessionError::NotFound)));
+
+    assert_eq!(fixture.store.owner_of("acme", &created.id, now).await.unwrap(), "alice");
+    assert!(matches!(fixture.store.owner_of("other", &created.id, now).await, Err(SessionError::NotFound)));
+    let unknown = SessionId::generate();
+    assert!(matches!(fixture.store.owner_of("acme", &unknown, now).await, Err(SessionError::NotFound)));
+
+    let ended = now + IDLE;
+    assert!(matches!(fixture.store.peek("acme", "alice", &created.id, ended).await, Err(SessionError::NotFound)));
+    assert!(matches!(fixture.store.owner_of("acme", &created.id, ended).await, Err(SessionError::NotFound)));
 }

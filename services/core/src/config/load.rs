@@ -176,7 +176,10 @@ fn expected_for(key: &str) -> Option<&'static str> {
         | "server.http2_keepalive_interval"
         | "auth.leeway"
         | "auth.max_token_lifetime"
-        | "redis.connect_timeout" => "a duration such as 10s or 250ms",
+        | "redis.connect_timeout"
+        | "session.idle_ttl"
+        | "session.max_lifetime"
+        | "session.sweep_interval" => "a duration such as 10s or 250ms",
         "server.max_concurrent_streams" | "server.max_header_list_size" => "a whole number from 1 to 4294967295",
         "server.max_pending_accept_reset_streams"
         | "server.max_local_error_reset_streams"
@@ -186,13 +189,16 @@ fn expected_for(key: &str) -> Option<&'static str> {
         | "stream.history_size"
         | "stream.max_payload_bytes"
         | "stream.queue_capacity"
-        | "stream.max_channels_per_subscription" => "a positive whole number",
+        | "stream.max_channels_per_subscription"
+        | "session.postgres_pool_size" => "a positive whole number",
         "server.reflection" | "auth.dev_key" => "true or false",
         "server.cors_allowed_origins" => "a list of origins such as https://app.example.com, or *",
         "log.format" => "text or json",
         "redis.url" => "a URL such as redis://127.0.0.1:6379",
+        "session.audit_sink" => "file or postgres",
+        "session.postgres_url" => "a URL such as postgres://mesh:secret@127.0.0.1:5432/mesh",
         "services" => "a comma-separated list of service names",
-        "server" | "auth" | "log" | "redis" | "stream" | "jobs" => {
+        "server" | "auth" | "log" | "redis" | "stream" | "jobs" | "session" => {
             "a table of settings (set its keys, e.g. MESH__REDIS__URL)"
         }
         _ => return None,
@@ -317,6 +323,7 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
             "a value within the range the message gives",
         ));
     }
+    validate_session(&settings.session)?;
     for (index, name) in settings.services.iter().enumerate() {
         if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'-') {
             return Err(ConfigError::new(
@@ -327,6 +334,29 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+fn validate_session(session: &super::SessionSettings) -> Result<(), ConfigError> {
+    const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
+    check_range("session.max_lifetime", session.max_lifetime, Duration::from_secs(1), YEAR)?;
+    check_range("session.idle_ttl", session.idle_ttl, Duration::from_secs(1), session.max_lifetime)?;
+    check_range("session.sweep_interval", session.sweep_interval, Duration::from_millis(10), Duration::from_secs(60))?;
+    check_between("session.postgres_pool_size", u64::from(session.postgres_pool_size), 1, 256)?;
+    match (&session.audit_sink, &session.postgres_url) {
+        (super::AuditSinkKind::Postgres, None) => Err(ConfigError::new(
+            "session.postgres_url",
+            "session.audit_sink is postgres but no database is configured",
+            "a URL such as postgres://mesh:secret@127.0.0.1:5432/mesh",
+        )),
+        (_, Some(url)) if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) => {
+            Err(ConfigError::new(
+                "session.postgres_url",
+                "the value is not a PostgreSQL URL (it is not echoed: it may hold a password)",
+                "a URL such as postgres://mesh:secret@127.0.0.1:5432/mesh",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// An origin is a scheme and a host with an optional port: no path, no spaces.

@@ -40,6 +40,8 @@ pub struct Settings {
     pub stream: StreamSettings,
     /// The job queue: retries, backoff, dead letters, visibility timeout.
     pub jobs: crate::jobs::JobQueueSettings,
+    /// The Session service: lifetimes, expiry sweeps, the audit trail.
+    pub session: SessionSettings,
 }
 
 impl Default for Settings {
@@ -53,6 +55,7 @@ impl Default for Settings {
             redis: RedisSettings::default(),
             stream: StreamSettings::default(),
             jobs: crate::jobs::JobQueueSettings::default(),
+            session: SessionSettings::default(),
         }
     }
 }
@@ -217,6 +220,56 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self { url: None, pool_size: 16, connect_timeout: Duration::from_secs(2) }
     }
+}
+
+/// Section `[session]`: the Session service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// How long a session lives without activity (Get, Touch, Update slide it).
+    /// Key `session.idle_ttl`, default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+    /// How long a session lives at most, however active. Key `session.max_lifetime`,
+    /// default `8h`.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// How often each instance looks for sessions that reached their expiry (each is
+    /// ended and announced once, whichever instance finds it). Key `session.sweep_interval`,
+    /// default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Where audit events are kept: `file` (`audit.jsonl` in the data folder) or
+    /// `postgres` (needs `session.postgres_url`). Key `session.audit_sink`, default `file`.
+    pub audit_sink: AuditSinkKind,
+    /// `postgres://user:password@host:port/database` of the audit trail; never printed.
+    /// Key `session.postgres_url`.
+    pub postgres_url: Option<Secret<String>>,
+    /// Connections to PostgreSQL. Key `session.postgres_pool_size`, default 4.
+    pub postgres_pool_size: u32,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            idle_ttl: Duration::from_secs(3600),
+            max_lifetime: Duration::from_secs(8 * 3600),
+            sweep_interval: Duration::from_secs(1),
+            audit_sink: AuditSinkKind::File,
+            postgres_url: None,
+            postgres_pool_size: 4,
+        }
+    }
+}
+
+/// Where the Session service's audit trail goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSinkKind {
+    /// A JSON-lines file in the data folder.
+    File,
+    /// An append-only PostgreSQL table.
+    Postgres,
 }
 
 /// Section `[stream]`: the streaming backbone every streaming RPC uses.

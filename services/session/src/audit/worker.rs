@@ -38,9 +38,11 @@ pub async fn enqueue_audit(jobs: &dyn JobQueue, event: &AuditEvent) -> Result<()
 }
 
 /// Moves audit events from the job queue into a sink, as one consumer of [`AUDIT_GROUP`]
-/// (see the module docs for what happens while the sink is down).
+/// on each of its queues (see the module docs for what happens while the sink is down).
+#[derive(Clone)]
 pub struct AuditWorker {
     jobs: Arc<dyn JobQueue>,
+    queues: Vec<QueueName>,
     sink: Arc<dyn AuditSink>,
     consumer: String,
     batch: usize,
@@ -52,6 +54,7 @@ pub struct AuditWorker {
 impl std::fmt::Debug for AuditWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditWorker")
+            .field("queues", &self.queues)
             .field("consumer", &self.consumer)
             .field("batch", &self.batch)
             .field("block_for", &self.block_for)
@@ -62,13 +65,14 @@ impl std::fmt::Debug for AuditWorker {
 }
 
 impl AuditWorker {
-    /// A worker that appends the events of `jobs`' audit queue to `sink`, as `consumer`
-    /// (unique per process and worker, e.g. `meshd-<host>-audit-1`). It claims up to 16 jobs
-    /// at a time, waits up to 1 s per claim, and pauses 100 ms to 5 s between checks of a
-    /// sink that is down.
+    /// A worker that appends the events of `jobs`' audit queue ([`AUDIT_QUEUE`]) to `sink`,
+    /// as `consumer` (unique per process and worker, e.g. `meshd-<host>-audit-1`). It claims
+    /// up to 16 jobs at a time, waits up to 1 s per claim, and pauses 100 ms to 5 s between
+    /// checks of a sink that is down.
     pub fn new(jobs: Arc<dyn JobQueue>, sink: Arc<dyn AuditSink>, consumer: impl Into<String>) -> Self {
         Self {
             jobs,
+            queues: vec![audit_queue()],
             sink,
             consumer: consumer.into(),
             batch: 16,
@@ -76,6 +80,13 @@ impl AuditWorker {
             pause_min: Duration::from_millis(100),
             pause_max: Duration::from_secs(5),
         }
+    }
+
+    /// Drains `queues` instead of [`AUDIT_QUEUE`] (the Redis store's shards,
+    /// [`audit_queues`](crate::store::audit_queues)), each in its own task.
+    pub fn with_queues(mut self, queues: Vec<QueueName>) -> Self {
+        self.queues = queues;
+        self
     }
 
     /// Claims up to `batch` jobs at once (at least 1).
@@ -100,9 +111,22 @@ impl AuditWorker {
 
     /// Writes audit events until `shutdown` is cancelled (a claimed batch is finished first).
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for queue in self.queues.clone() {
+            tasks.spawn(self.clone().drain(queue, shutdown.clone()));
+        }
+        while let Some(finished) = tasks.join_next().await {
+            if let Err(error) = finished {
+                tracing::error!(%error, "an audit worker task failed");
+            }
+        }
+    }
+
+    /// Writes the audit events of `queue` until `shutdown`.
+    async fn drain(self, queue: QueueName, shutdown: CancellationToken) {
         loop {
             let outage = shutdown.child_token();
-            let worker = Worker::new(self.jobs.clone(), audit_queue(), AUDIT_GROUP, self.consumer.clone())
+            let worker = Worker::new(self.jobs.clone(), queue.clone(), AUDIT_GROUP, self.consumer.clone())
                 .with_batch(self.batch)
                 .with_block_for(self.block_for);
             let sink = self.sink.clone();
@@ -116,11 +140,11 @@ impl AuditWorker {
             if shutdown.is_cancelled() {
                 return;
             }
-            tracing::warn!(consumer = %self.consumer, "audit sink unavailable: audit events wait in the queue");
+            tracing::warn!(consumer = %self.consumer, %queue, "audit sink unavailable: audit events wait in the queue");
             if !self.wait_for_sink(&shutdown).await {
                 return;
             }
-            tracing::info!(consumer = %self.consumer, "audit sink available again: writing audit events");
+            tracing::info!(consumer = %self.consumer, %queue, "audit sink available again: writing audit events");
         }
     }
 

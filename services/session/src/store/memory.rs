@@ -113,6 +113,37 @@ impl SessionStore for MemoryStore {
         })
     }
 
+    fn peek<'a>(
+        &'a self,
+        tenant: &'a str,
+        user: &'a str,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Session, SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let mut owners = self.owners.lock().await;
+            live(owners.get_mut(&owner(tenant, user)), id, now).map(|session| session.clone())
+        })
+    }
+
+    fn owner_of<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<String, SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let owners = self.owners.lock().await;
+            owners
+                .iter()
+                .filter(|((owner_tenant, _), _)| owner_tenant == tenant)
+                .find_map(|((_, user), sessions)| sessions.get(id).filter(|s| !s.is_expired(now)).map(|_| user.clone()))
+                .ok_or(SessionError::NotFound)
+        })
+    }
+
     fn update<'a>(
         &'a self,
         tenant: &'a str,

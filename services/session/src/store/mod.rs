@@ -56,6 +56,25 @@ pub trait SessionStore: Send + Sync + 'static {
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Session, SessionError>>;
 
+    /// The caller's session `id` without counting as activity (no slide, no change): what a
+    /// watch checks before it starts.
+    fn peek<'a>(
+        &'a self,
+        tenant: &'a str,
+        user: &'a str,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Session, SessionError>>;
+
+    /// The owner of the live session `id` of `tenant`, for callers that may act on any
+    /// session of their tenant (admin scopes); NotFound when there is none.
+    fn owner_of<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<String, SessionError>>;
+
     /// Applies `patch` if the session's version is `expected` (else
     /// [`SessionError::VersionConflict`] with the current version); bumps the version and
     /// slides the idle expiry.

@@ -353,6 +353,85 @@ impl SessionStore for RedisStore {
         })
     }
 
+    fn peek<'a>(
+        &'a self,
+        tenant: &'a str,
+        user: &'a str,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Session, SessionError>> {
+        Box::pin(async move {
+            let now = truncate_to_millis(now);
+            let key = OwnerKeys::new(tenant, user).session(id);
+            let mut connection = self.connection().await?;
+            let fields: (
+                Option<String>,
+                Option<i64>,
+                Option<String>,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+            ) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&["user", "version", "attributes", "create", "update", "expire", "max_expire"])
+                .query_async(&mut *connection)
+                .await
+                .map_err(unavailable)?;
+            drop(connection);
+            let (Some(owner), Some(version), Some(attributes), Some(create), Some(update), Some(expire), Some(max)) =
+                fields
+            else {
+                return Err(SessionError::NotFound);
+            };
+            if owner != user {
+                return Err(SessionError::NotFound);
+            }
+            let session = session_of(
+                Some(("ok".to_owned(), version, attributes, create, update, expire, max)),
+                tenant,
+                user,
+                id,
+            )?;
+            if session.is_expired(now) {
+                return Err(SessionError::NotFound);
+            }
+            Ok(session)
+        })
+    }
+
+    fn owner_of<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a SessionId,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<String, SessionError>> {
+        Box::pin(async move {
+            // The shard of a session follows its owner, who is what we look for: ask every
+            // shard in one pipelined round trip (admin calls only).
+            let now = millis(truncate_to_millis(now));
+            let mut pipeline = redis::pipe();
+            for shard in 0..AUDIT_SHARDS {
+                let tag = RedisJobQueue::hash_tag(&shard_queue(shard));
+                pipeline.cmd("HMGET").arg(format!("t:{tenant}:session:{tag}:{id}")).arg(&[
+                    "user",
+                    "expire",
+                    "max_expire",
+                ]);
+            }
+            let mut connection = self.connection().await?;
+            let replies: Vec<(Option<String>, Option<i64>, Option<i64>)> =
+                pipeline.query_async(&mut *connection).await.map_err(unavailable)?;
+            replies
+                .into_iter()
+                .find_map(|(user, expire, max_expire)| match (user, expire, max_expire) {
+                    (Some(user), Some(expire), Some(max_expire)) if now < expire && now < max_expire => Some(user),
+                    _ => None,
+                })
+                .ok_or(SessionError::NotFound)
+        })
+    }
+
     fn update<'a>(
         &'a self,
         tenant: &'a str,
