@@ -14,7 +14,8 @@ use mesh_core::jobs::{JobQueue, JobQueueSettings, MemoryJobQueue, QueueName, Red
 use mesh_session::SessionError;
 use mesh_session::audit::audit_queue;
 use mesh_session::domain::{
-    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, SessionChange, SessionChangeKind, SessionId,
+    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, RequestId, SessionChange, SessionChangeKind,
+    SessionId,
 };
 use mesh_session::store::{MemoryStore, RedisStore, SessionStore, audit_queue_for, channel_of, decode_change};
 use mesh_testkit::RedisServer;
@@ -123,11 +124,12 @@ conformance!(
     every_change_is_published_on_the_session_channel_in_order,
     an_ended_session_is_expired_and_announced_exactly_once,
     a_peek_does_not_slide_and_the_owner_is_found_within_the_tenant_only,
+    a_create_retried_with_its_request_id_returns_the_first_session,
 );
 
 async fn a_created_session_can_be_read_back_and_listed(fixture: Fixture) {
     let now = start_time();
-    let created = fixture.store.create("acme", "alice", attributes(&[("theme", "dark")]), now).await.unwrap();
+    let created = fixture.store.create("acme", "alice", attributes(&[("theme", "dark")]), None, now).await.unwrap();
     assert_eq!(created.version.get(), 1);
     assert_eq!(created.expire_time, created.create_time + IDLE);
     assert_eq!(created.max_expire_time, created.create_time + MAX);
@@ -140,7 +142,7 @@ async fn a_created_session_can_be_read_back_and_listed(fixture: Fixture) {
 
 async fn an_update_bumps_the_version_and_a_stale_one_conflicts(fixture: Fixture) {
     let now = start_time();
-    let created = fixture.store.create("acme", "alice", attributes(&[("theme", "dark")]), now).await.unwrap();
+    let created = fixture.store.create("acme", "alice", attributes(&[("theme", "dark")]), None, now).await.unwrap();
     let later = now + Duration::from_secs(10);
     let v1 = ExpectedVersion::from(created.version);
     let updated =
@@ -157,7 +159,7 @@ async fn an_update_bumps_the_version_and_a_stale_one_conflicts(fixture: Fixture)
 
 async fn a_touch_slides_the_expiry_and_keeps_the_version(fixture: Fixture) {
     let now = start_time();
-    let created = fixture.store.create("acme", "alice", Attributes::default(), now).await.unwrap();
+    let created = fixture.store.create("acme", "alice", Attributes::default(), None, now).await.unwrap();
     let touched = fixture.store.touch("acme", "alice", &created.id, now + Duration::from_secs(50)).await.unwrap();
     assert_eq!(touched.version, created.version);
     assert_eq!(touched.update_time, created.update_time);
@@ -168,7 +170,7 @@ async fn a_touch_slides_the_expiry_and_keeps_the_version(fixture: Fixture) {
 
 async fn a_deleted_session_is_gone(fixture: Fixture) {
     let now = start_time();
-    let created = fixture.store.create("acme", "alice", Attributes::default(), now).await.unwrap();
+    let created = fixture.store.create("acme", "alice", Attributes::default(), None, now).await.unwrap();
     fixture.store.delete("acme", "alice", &created.id, Some(created.version.into()), now).await.unwrap();
     let error = fixture.store.get("acme", "alice", &created.id, now).await.unwrap_err();
     assert!(matches!(error, SessionError::NotFound));
@@ -179,7 +181,7 @@ async fn a_deleted_session_is_gone(fixture: Fixture) {
 
 async fn another_tenant_or_user_sees_not_found_everywhere(fixture: Fixture) {
     let now = start_time();
-    let created = fixture.store.create("acme", "alice", Attributes::default(), now).await.unwrap();
+    let created = fixture.store.create("acme", "alice", Attributes::default(), None, now).await.unwrap();
     let v1 = ExpectedVersion::from(created.version);
     for (tenant, user) in [("acme", "bob"), ("other", "alice")] {
         let store = &fixture.store;
@@ -200,11 +202,11 @@ async fn another_tenant_or_user_sees_not_found_everywhere(fixture: Fixture) {
 
 async fn an_idle_session_expires_and_the_cap_ends_one_touched_all_along(fixture: Fixture) {
     let now = start_time();
-    let idle = fixture.store.create("acme", "alice", Attributes::default(), now).await.unwrap();
+    let idle = fixture.store.create("acme", "alice", Attributes::default(), None, now).await.unwrap();
     let error = fixture.store.get("acme", "alice", &idle.id, now + IDLE).await.unwrap_err();
     assert!(matches!(error, SessionError::NotFound));
 
-    let busy = fixture.store.create("acme", "alice", Attributes::default(), now).await.unwrap();
+    let busy = fixture.store.create("acme", "alice", Attributes::default(), None, now).await.unwrap();
     let mut at = now;
     while at + Duration::from_secs(30) < busy.max_expire_time {
         at += Duration::from_secs(30);
@@ -219,7 +221,7 @@ async fn an_idle_session_expires_and_the_cap_ends_one_touched_all_along(fixture:
 
 async fn every_mutation_enqueues_exactly_one_matching_audit_event(fixture: Fixture) {
     let now = start_time();
-    let created = fixture.store.create("acme", "alice", attributes(&[("a", "1")]), now).await.unwrap();
+    let created = fixture.store.create("acme", "alice", attributes(&[("a", "1")]), None, now).await.unwrap();
     let v1 = ExpectedVersion::from(created.version);
     let updated = fixture.store.update("acme", "alice", &created.id, v1, &patch("a", "2"), now).await.unwrap();
     fixture.store.get("acme", "alice", &created.id, now).await.unwrap();
@@ -245,11 +247,11 @@ async fn a_list_pages_newest_first(fixture: Fixture) {
     let mut created = Vec::new();
     for n in 0..5u64 {
         let at = now + Duration::from_millis(n * 10);
-        created.push(fixture.store.create("acme", "alice", Attributes::default(), at).await.unwrap());
+        created.push(fixture.store.create("acme", "alice", Attributes::default(), None, at).await.unwrap());
     }
     // Two sessions in the same millisecond, ordered by id.
-    created.push(fixture.store.create("acme", "alice", Attributes::default(), now).await.unwrap());
-    fixture.store.create("acme", "bob", Attributes::default(), now).await.unwrap();
+    created.push(fixture.store.create("acme", "alice", Attributes::default(), None, now).await.unwrap());
+    fixture.store.create("acme", "bob", Attributes::default(), None, now).await.unwrap();
     let mut expected = created.clone();
     expected.sort_by(|a, b| (b.create_time, &b.id).cmp(&(a.create_time, &a.id)));
 
@@ -271,7 +273,7 @@ async fn concurrent_writers_lose_no_update(fixture: Fixture) {
     const WRITERS: usize = 32;
     const CYCLES: usize = 50;
     let now = start_time();
-    let session = fixture.store.create("acme", "alice", Attributes::default(), now).await.unwrap();
+    let session = fixture.store.create("acme", "alice", Attributes::default(), None, now).await.unwrap();
     let mut tasks = Vec::new();
     for writer in 0..WRITERS {
         let store = fixture.store.clone();
@@ -310,7 +312,7 @@ async fn concurrent_writers_lose_no_update(fixture: Fixture) {
 
 async fn every_change_is_published_on_the_session_channel_in_order(fixture: Fixture) {
     let now = start_time();
-    let created = fixture.store.create("acme", "alice", attributes(&[("a", "1")]), now).await.unwrap();
+    let created = fixture.store.create("acme", "alice", attributes(&[("a", "1")]), None, now).await.unwrap();
     let later = now + Duration::from_secs(5);
     let v1 = ExpectedVersion::from(created.version);
     let updated = fixture.store.update("acme", "alice", &created.id, v1, &patch("a", "2"), later).await.unwrap();
@@ -332,10 +334,10 @@ async fn every_change_is_published_on_the_session_channel_in_order(fixture: Fixt
 
 async fn an_ended_session_is_expired_and_announced_exactly_once(fixture: Fixture) {
     let now = start_time();
-    let idle = fixture.store.create("acme", "alice", Attributes::default(), now).await.unwrap();
+    let idle = fixture.store.create("acme", "alice", Attributes::default(), None, now).await.unwrap();
     let v1 = ExpectedVersion::from(idle.version);
     fixture.store.update("acme", "alice", &idle.id, v1, &patch("a", "1"), now).await.unwrap();
-    let fresh = fixture.store.create("acme", "bob", Attributes::default(), now + IDLE).await.unwrap();
+    let fresh = fixture.store.create("acme", "bob", Attributes::default(), None, now + IDLE).await.unwrap();
     assert_eq!(fixture.store.expire_due(now + IDLE - Duration::from_millis(1), 100).await.unwrap(), 0);
 
     // Four sweepers at once, as four instances would: one of them ends the session.
@@ -368,7 +370,7 @@ async fn an_ended_session_is_expired_and_announced_exactly_once(fixture: Fixture
 
 async fn a_peek_does_not_slide_and_the_owner_is_found_within_the_tenant_only(fixture: Fixture) {
     let now = start_time();
-    let created = fixture.store.create("acme", "alice", attributes(&[("a", "1")]), now).await.unwrap();
+    let created = fixture.store.create("acme", "alice", attributes(&[("a", "1")]), None, now).await.unwrap();
     let peeked = fixture.store.peek("acme", "alice", &created.id, now + Duration::from_secs(30)).await.unwrap();
     assert_eq!(peeked, created, "a peek changes nothing");
     assert!(matches!(fixture.store.peek("acme", "bob", &created.id, now).await, Err(SessionError::NotFound)));
@@ -382,4 +384,26 @@ async fn a_peek_does_not_slide_and_the_owner_is_found_within_the_tenant_only(fix
     let ended = now + IDLE;
     assert!(matches!(fixture.store.peek("acme", "alice", &created.id, ended).await, Err(SessionError::NotFound)));
     assert!(matches!(fixture.store.owner_of("acme", &created.id, ended).await, Err(SessionError::NotFound)));
+}
+
+async fn a_create_retried_with_its_request_id_returns_the_first_session(fixture: Fixture) {
+    let now = start_time();
+    let request = RequestId::parse("3f2b8c1e-9d4a-4e7b-8c21-5a6f0b9d7e13", "request_id").unwrap().unwrap();
+    let store = &fixture.store;
+    let first = store.create("acme", "alice", attributes(&[("a", "1")]), Some(&request), now).await.unwrap();
+    let later = now + Duration::from_secs(1);
+    let retry = store.create("acme", "alice", attributes(&[("a", "2")]), Some(&request), later).await.unwrap();
+    assert_eq!(retry, first, "the retry answers with the first session and changes nothing");
+    let other_user = store.create("acme", "bob", Attributes::default(), Some(&request), now).await.unwrap();
+    assert_ne!(other_user.id, first.id, "a request id belongs to its owner");
+    let events = fixture.audit_events("acme", "alice").await;
+    let created = events.iter().filter(|event| event.kind == SessionChangeKind::Created && event.user == "alice");
+    assert_eq!(created.count(), 1);
+    assert_eq!(fixture.changes("acme", &first.id).await.len(), 1);
+
+    store.delete("acme", "alice", &first.id, None, later).await.unwrap();
+    let again = store.create("acme", "alice", Attributes::default(), Some(&request), later).await.unwrap();
+    assert_ne!(again.id, first.id, "the first session ended: a new one stands for the key");
+    let retry = store.create("acme", "alice", Attributes::default(), Some(&request), later).await.unwrap();
+    assert_eq!(retry.id, again.id);
 }

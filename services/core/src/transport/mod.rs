@@ -8,6 +8,7 @@
 pub mod auth_layer;
 pub mod rpc_layer;
 pub mod status;
+pub mod stream;
 
 pub use auth_layer::{AuthLayer, OPEN_SERVICES};
 pub use rpc_layer::{RpcLayer, shutdown_status};

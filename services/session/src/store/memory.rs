@@ -20,8 +20,8 @@ use super::{
 use crate::SessionError;
 use crate::audit::enqueue_audit;
 use crate::domain::{
-    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, Session, SessionChange, SessionChangeKind,
-    SessionId,
+    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, REQUEST_ID_TTL, RequestId, Session,
+    SessionChange, SessionChangeKind, SessionId,
 };
 
 /// The in-memory [`SessionStore`]; audit events go to the given job queue (queue
@@ -31,6 +31,9 @@ pub struct MemoryStore {
     jobs: Arc<dyn JobQueue>,
     broker: Arc<dyn Broker>,
     owners: Mutex<HashMap<Owner, HashMap<SessionId, Session>>>,
+    /// CreateSession idempotency keys: the session each created and until when it counts.
+    /// Only touched while `owners` is locked.
+    requests: std::sync::Mutex<HashMap<(Owner, RequestId), (SessionId, SystemTime)>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -46,7 +49,7 @@ impl MemoryStore {
     /// An empty store with `lifetimes`, enqueueing audit events on `jobs` and publishing
     /// changes on `broker`.
     pub fn new(jobs: Arc<dyn JobQueue>, broker: Arc<dyn Broker>, lifetimes: Lifetimes) -> Self {
-        Self { lifetimes, jobs, broker, owners: Mutex::new(HashMap::new()) }
+        Self { lifetimes, jobs, broker, owners: Mutex::new(HashMap::new()), requests: Default::default() }
     }
 
     /// Records a change of `session` (the state after it) at `now`: its audit event on the
@@ -85,14 +88,29 @@ impl SessionStore for MemoryStore {
         tenant: &'a str,
         user: &'a str,
         attributes: Attributes,
+        request: Option<&'a RequestId>,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Session, SessionError>> {
         Box::pin(async move {
             let now = truncate_to_millis(now);
-            let session = Session::create(SessionId::generate(), tenant, user, attributes, now, &self.lifetimes);
             let mut owners = self.owners.lock().await;
+            let request = request.map(|id| (owner(tenant, user), id.clone()));
+            if let Some(key) = &request {
+                let requests = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let first = requests.get(key).filter(|(_, until)| now < *until).map(|(id, _)| id);
+                let first = first.and_then(|id| owners.get(&key.0)?.get(id)).filter(|s| !s.is_expired(now));
+                if let Some(session) = first {
+                    return Ok(session.clone());
+                }
+            }
+            let session = Session::create(SessionId::generate(), tenant, user, attributes, now, &self.lifetimes);
             self.record(SessionChangeKind::Created, &session, now).await?;
             owners.entry(owner(tenant, user)).or_default().insert(session.id.clone(), session.clone());
+            if let Some(key) = request {
+                let mut requests = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                requests.retain(|_, (_, until)| now < *until);
+                requests.insert(key, (session.id.clone(), now + REQUEST_ID_TTL));
+            }
             Ok(session)
         })
     }

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mesh_core::FieldViolation;
 
 use crate::SessionError;
-use crate::domain::{Attributes, AttributesPatch, ExpectedVersion, Session, SessionId};
+use crate::domain::{Attributes, AttributesPatch, ExpectedVersion, RequestId, Session, SessionId};
 
 pub use self::change::{channel_of, decode_change, encode_change};
 pub use self::memory::MemoryStore;
@@ -38,12 +38,16 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// Where sessions live. Shared between tasks as `Arc<dyn SessionStore>`.
 pub trait SessionStore: Send + Sync + 'static {
     /// Creates a session of `user` in `tenant` with a new random id, version 1, and the
-    /// expiry given by the store's lifetimes.
+    /// expiry given by the store's lifetimes. With `request`, a retry by the same owner
+    /// within [`REQUEST_ID_TTL`](crate::domain::REQUEST_ID_TTL) returns the session the first
+    /// call created, as it is now, and changes nothing; if that session has ended meanwhile,
+    /// a new one is created and the key now stands for it.
     fn create<'a>(
         &'a self,
         tenant: &'a str,
         user: &'a str,
         attributes: Attributes,
+        request: Option<&'a RequestId>,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Session, SessionError>>;
 

@@ -19,6 +19,7 @@
 //! |---|---|---|
 //! | `t:<tenant>:session:{q}:<id>` | hash | `user`, `version`, `attributes` (JSON), `create`, `update`, `expire`, `max_expire` (ms) |
 //! | `t:<tenant>:sessions:{q}:<user>` | sorted set | the owner's session ids, scored by creation time (ms) |
+//! | `t:<tenant>:sessions:{q}:<user>:request:<uuid>` | string | the session a CreateSession request id created (24 h) |
 //! | `mesh:session-expiry:{q}` | sorted set | `<tenant>/<user>/<id>` of every session of the shard, scored by its idle expiry (ms) |
 //! | `jobs:{q}:stream` | stream | the audit queue `q` (mesh-core's job queue layout) |
 //!
@@ -53,7 +54,8 @@ use super::{
 };
 use crate::SessionError;
 use crate::domain::{
-    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, Session, SessionChangeKind, SessionId, Version,
+    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, REQUEST_ID_TTL, RequestId, Session,
+    SessionChangeKind, SessionId, Version,
 };
 
 /// Number of audit queues (`audit.s0` .. `audit.s15`) the Redis store spreads events over.
@@ -148,6 +150,12 @@ impl OwnerKeys {
     fn session(&self, id: &SessionId) -> String {
         format!("{}{id}", self.session_prefix)
     }
+
+    /// The key of a CreateSession idempotency key of this owner: the id of the session it
+    /// created, expiring after [`REQUEST_ID_TTL`].
+    fn request(&self, request: &RequestId) -> String {
+        format!("{}:request:{request}", self.index)
+    }
 }
 
 /// The audit queue of shard `shard`.
@@ -175,6 +183,9 @@ fn parse_expiry_member(member: &str) -> Option<(&str, &str, SessionId)> {
 
 /// A script's reply: status, version, attributes, create, update, expire, max_expire.
 type Reply = (String, i64, String, i64, i64, i64, i64);
+
+/// The create script's reply: [`Reply`], then the session id.
+type CreateReply = (String, i64, String, i64, i64, i64, i64, String);
 
 /// A list row: id, then the fields of [`Reply`] after the status.
 type Row = (String, i64, String, i64, i64, i64, i64);
@@ -319,6 +330,7 @@ impl SessionStore for RedisStore {
         tenant: &'a str,
         user: &'a str,
         attributes: Attributes,
+        request: Option<&'a RequestId>,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Session, SessionError>> {
         Box::pin(async move {
@@ -327,14 +339,21 @@ impl SessionStore for RedisStore {
             let event = AuditEvent::of(SessionChangeKind::Created, &session, now);
             let attributes = serde_json::to_string(&session.attributes).expect("attributes serialize");
             let mut invocation = self.prepare(&self.scripts.create, tenant, user, &session.id, now)?;
+            if let Some(request) = request {
+                invocation.key(OwnerKeys::new(tenant, user).request(request));
+            }
             invocation
                 .arg(attributes)
                 .arg(millis(session.expire_time))
                 .arg(millis(session.max_expire_time))
                 .arg(&event.event_id)
-                .arg(event.to_json());
-            let reply: Option<Reply> = self.invoke(&invocation).await?;
-            session_of(reply, tenant, user, &session.id)
+                .arg(event.to_json())
+                .arg(i64::try_from(REQUEST_ID_TTL.as_millis()).expect("the TTL fits"));
+            let reply: Option<CreateReply> = self.invoke(&invocation).await?;
+            let (status, version, attributes, create, update, expire, max_expire, id) =
+                reply.ok_or_else(|| corrupt("create reply"))?;
+            let id = SessionId::parse(&id, "id").map_err(|_| corrupt("id"))?;
+            session_of(Some((status, version, attributes, create, update, expire, max_expire)), tenant, user, &id)
         })
     }
 

@@ -1,5 +1,20 @@
--- Script ARGV: attributes, expire, max_expire, event id, event payload.
+-- Script KEYS: the common six, then the request id key when the call has one. Script ARGV:
+-- attributes, expire, max_expire, event id, event payload, request id TTL (ms). Replies the
+-- common reply plus the session id: a new session's, or the one the request id created
+-- first when that session is still alive (then nothing changes).
 local ctx = context()
+local request = KEYS[7]
+if request ~= nil then
+  local first = redis.call('GET', request)
+  if first then
+    local prior = load_live(string.sub(ctx.key, 1, #ctx.key - #ctx.id) .. first, ctx.user, ctx.now)
+    if prior ~= nil then
+      local out = reply('ok', prior)
+      out[8] = first
+      return out
+    end
+  end
+end
 local attributes, expire = ARGV[FIRST_ARG], tonumber(ARGV[FIRST_ARG + 1])
 local max_expire = tonumber(ARGV[FIRST_ARG + 2])
 if redis.call('EXISTS', ctx.key) == 1 then
@@ -16,4 +31,9 @@ if index_until < max_expire + ctx.grace then
 end
 mesh_enqueue_job(ctx.stream, ARGV[FIRST_ARG + 3], ARGV[FIRST_ARG + 4])
 announce(ctx, 'CREATED', session)
-return reply('ok', session)
+if request ~= nil then
+  redis.call('SET', request, ctx.id, 'PX', ARGV[FIRST_ARG + 5])
+end
+local out = reply('ok', session)
+out[8] = ctx.id
+return out
