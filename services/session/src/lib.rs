@@ -13,6 +13,8 @@
 
 pub mod audit;
 pub mod domain;
+pub mod grpc;
 pub mod store;
+pub mod sweeper;
 
 pub use domain::SessionError;

@@ -99,6 +99,8 @@ pub struct SessionChange {
     pub kind: SessionChangeKind,
     /// The changed session.
     pub session_id: SessionId,
+    /// Its owner.
+    pub owner: String,
     /// The version after the change (the last one for DELETED and EXPIRED).
     pub version: Version,
     /// The session after the change; `None` for DELETED and EXPIRED.
@@ -113,6 +115,7 @@ impl SessionChange {
         Self {
             kind,
             session_id: session.id.clone(),
+            owner: session.user.clone(),
             version: session.version,
             session: (!kind.ends_session()).then(|| session.clone()),
             at,

@@ -46,13 +46,13 @@ struct Wire {
     max_expire: Option<i64>,
 }
 
-/// The payload of `change` of a session owned by `user`.
-pub fn encode_change(user: &str, change: &SessionChange) -> Bytes {
+/// The payload of `change`.
+pub fn encode_change(change: &SessionChange) -> Bytes {
     let snapshot = change.session.as_ref();
     let wire = Wire {
         kind: change.kind,
         at: millis(change.at),
-        user: user.to_owned(),
+        user: change.owner.clone(),
         version: change.version.get(),
         attributes: snapshot.map(|s| serde_json::to_string(&s.attributes).expect("attributes serialize")),
         create: snapshot.map(|s| millis(s.create_time)),
@@ -77,7 +77,7 @@ pub fn decode_change(tenant: &str, id: &SessionId, payload: &[u8]) -> Result<Ses
         Some(Session {
             id: id.clone(),
             tenant: tenant.to_owned(),
-            user: wire.user,
+            user: wire.user.clone(),
             attributes,
             version,
             create_time: time(wire.create)?,
@@ -86,7 +86,14 @@ pub fn decode_change(tenant: &str, id: &SessionId, payload: &[u8]) -> Result<Ses
             max_expire_time: time(wire.max_expire)?,
         })
     };
-    Ok(SessionChange { kind: wire.kind, session_id: id.clone(), version, session, at: from_millis(wire.at) })
+    Ok(SessionChange {
+        kind: wire.kind,
+        session_id: id.clone(),
+        owner: wire.user,
+        version,
+        session,
+        at: from_millis(wire.at),
+    })
 }
 
 #[cfg(test)]
@@ -104,7 +111,7 @@ mod tests {
         let session = Session::create(SessionId::generate(), "t", "u", attributes, now, &Lifetimes::default());
         for kind in SessionChangeKind::ALL {
             let change = SessionChange::of(kind, &session, now);
-            let decoded = decode_change("t", &session.id, &encode_change("u", &change)).unwrap();
+            let decoded = decode_change("t", &session.id, &encode_change(&change)).unwrap();
             assert_eq!(decoded, change, "{kind}");
         }
     }

@@ -58,7 +58,7 @@ impl MemoryStore {
         let event = AuditEvent::of(kind, session, now);
         enqueue_audit(&*self.jobs, &event).await?;
         let channel = channel_of(&session.tenant, &session.id)?;
-        let payload = encode_change(&session.user, &SessionChange::of(kind, session, now));
+        let payload = encode_change(&SessionChange::of(kind, session, now));
         self.broker.publish(&channel, payload).await.map_err(|error| SessionError::Unavailable(error.to_string()))?;
         Ok(())
     }

@@ -155,15 +155,28 @@ impl ListCursor {
         Self { create_millis: millis(session.create_time), id: session.id.clone() }
     }
 
-    /// The page token of the cursor.
-    pub fn to_token(&self) -> String {
-        format!("{}.{}", self.create_millis, self.id)
+    /// The page token of the cursor in the list of (`tenant`, `user`): opaque text that
+    /// names the owner's list (by a hash), so it is refused in any other list.
+    pub fn to_token(&self, tenant: &str, user: &str) -> String {
+        use base64::Engine;
+        let text = format!("{}.{}.{:016x}", self.create_millis, self.id, owner_hash(tenant, user));
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
     }
 
-    /// Reads a page token (request field `field`).
-    pub fn parse_token(raw: &str, field: &str) -> Result<Self, FieldViolation> {
+    /// Reads a page token (request field `field`) of the list of (`tenant`, `user`).
+    pub fn parse_token(raw: &str, field: &str, tenant: &str, user: &str) -> Result<Self, FieldViolation> {
+        use base64::Engine;
         let invalid = || FieldViolation::new(field, "not a page token of this list");
-        let (millis, id) = raw.split_once('.').ok_or_else(invalid)?;
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
+        let text = String::from_utf8(text).map_err(|_| invalid())?;
+        let mut parts = text.splitn(3, '.');
+        let (millis, id, owner) = (parts.next(), parts.next(), parts.next());
+        let (Some(millis), Some(id), Some(owner)) = (millis, id, owner) else {
+            return Err(invalid());
+        };
+        if owner != format!("{:016x}", owner_hash(tenant, user)) {
+            return Err(invalid());
+        }
         let create_millis = millis.parse::<i64>().ok().filter(|ms| *ms >= 0).ok_or_else(invalid)?;
         let id = SessionId::parse(id, field).map_err(|_| invalid())?;
         Ok(Self { create_millis, id })
@@ -173,6 +186,15 @@ impl ListCursor {
     fn precedes(&self, session: &Session) -> bool {
         (millis(session.create_time), &session.id) < (self.create_millis, &self.id)
     }
+}
+
+/// FNV-1a of `tenant\0user`: names an owner's list in page tokens, and picks the audit
+/// shard of the Redis store.
+pub(crate) fn owner_hash(tenant: &str, user: &str) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let bytes = tenant.bytes().chain(std::iter::once(0)).chain(user.bytes());
+    bytes.fold(OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME))
 }
 
 /// `page_size` within 1 to [`MAX_PAGE_SIZE`].
@@ -206,13 +228,16 @@ mod tests {
         let session =
             Session::create(SessionId::generate(), "t", "u", Attributes::default(), now, &Lifetimes::default());
         let cursor = ListCursor::after(&session);
-        assert_eq!(ListCursor::parse_token(&cursor.to_token(), "page_token").unwrap(), cursor);
+        let token = cursor.to_token("t", "u");
+        assert_eq!(ListCursor::parse_token(&token, "page_token", "t", "u").unwrap(), cursor);
+        assert!(ListCursor::parse_token(&token, "page_token", "t", "v").is_err(), "another user's list");
+        assert!(ListCursor::parse_token(&token, "page_token", "s", "u").is_err(), "another tenant's list");
     }
 
     #[test]
     fn a_foreign_token_is_refused() {
-        for raw in ["", "abc", "12", "-1.x", "12.short"] {
-            assert!(ListCursor::parse_token(raw, "page_token").is_err(), "{raw}");
+        for raw in ["", "abc", "12", "-1.x", "12.short", "MTIuc2hvcnQ"] {
+            assert!(ListCursor::parse_token(raw, "page_token", "t", "u").is_err(), "{raw}");
         }
     }
 

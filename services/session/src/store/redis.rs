@@ -50,7 +50,8 @@ use redis::Script;
 
 use super::change::channel_of;
 use super::{
-    BoxFuture, ListCursor, SessionPage, SessionStore, clamp_page_size, from_millis, millis, truncate_to_millis,
+    BoxFuture, ListCursor, SessionPage, SessionStore, clamp_page_size, from_millis, millis, owner_hash,
+    truncate_to_millis,
 };
 use crate::SessionError;
 use crate::domain::{
@@ -79,11 +80,7 @@ pub fn audit_queues() -> Vec<QueueName> {
 }
 
 fn shard_of(tenant: &str, user: &str) -> u32 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let bytes = tenant.bytes().chain(std::iter::once(0)).chain(user.bytes());
-    let hash = bytes.fold(OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME));
-    u32::try_from(hash % u64::from(AUDIT_SHARDS)).expect("a shard fits u32")
+    u32::try_from(owner_hash(tenant, user) % u64::from(AUDIT_SHARDS)).expect("a shard fits u32")
 }
 
 /// The Redis [`SessionStore`] (see the module docs).
@@ -183,6 +180,9 @@ fn parse_expiry_member(member: &str) -> Option<(&str, &str, SessionId)> {
 
 /// A script's reply: status, version, attributes, create, update, expire, max_expire.
 type Reply = (String, i64, String, i64, i64, i64, i64);
+
+/// The fields of a session hash as HMGET returns them (see the key table).
+type StoredFields = (Option<String>, Option<i64>, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
 
 /// The create script's reply: [`Reply`], then the session id.
 type CreateReply = (String, i64, String, i64, i64, i64, i64, String);
@@ -383,15 +383,7 @@ impl SessionStore for RedisStore {
             let now = truncate_to_millis(now);
             let key = OwnerKeys::new(tenant, user).session(id);
             let mut connection = self.connection().await?;
-            let fields: (
-                Option<String>,
-                Option<i64>,
-                Option<String>,
-                Option<i64>,
-                Option<i64>,
-                Option<i64>,
-                Option<i64>,
-            ) = redis::cmd("HMGET")
+            let fields: StoredFields = redis::cmd("HMGET")
                 .arg(&key)
                 .arg(&["user", "version", "attributes", "create", "update", "expire", "max_expire"])
                 .query_async(&mut *connection)
