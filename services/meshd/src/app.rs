@@ -20,7 +20,7 @@ use mesh_core::auth::{SigningKeyPair, TokenVerifier, load_or_create_dev_key};
 use mesh_core::config::{ConfigError, ServerSettings, Settings};
 use mesh_core::transport::{AuthLayer, RpcLayer};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
@@ -126,6 +126,17 @@ impl App {
 
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service);
+        let background = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for entry in &self.services {
+            match entry.name {
+                "session" => {
+                    routes
+                        .add_service(crate::session::start(&self.settings, &backbone, &mut tasks, &background).await?);
+                }
+                other => unreachable!("service `{other}` is in the registry but not wired"),
+            }
+        }
         if server_settings.reflection {
             add_reflection(&mut routes, &self.grpc_service_names(), &server_settings)?;
         }
@@ -161,13 +172,19 @@ impl App {
             stopping.cancelled().await;
             tokio::time::sleep(drain + CLOSE_GRACE).await;
         };
-        tokio::select! {
+        let served = tokio::select! {
             result = server => result.map_err(anyhow::Error::from),
             () = deadline => {
                 tracing::warn!("connections still open after the drain period; closing them");
                 Ok(())
             }
+        };
+        // Background work (audit writers, sweepers) finishes what it claimed, then stops.
+        background.cancel();
+        if tokio::time::timeout(CLOSE_GRACE, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+            tracing::warn!("background tasks still busy after the close grace; stopping them");
         }
+        served
     }
 
     /// Health targets: reflection (no backend), and every mesh service, which depends on

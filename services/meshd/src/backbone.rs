@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_core::backend::{BackendProbe, MemoryProbe, RedisProbe, redis_pool};
+use mesh_core::backend::{BackendProbe, MemoryProbe, RedisPool, RedisProbe, redis_pool};
 use mesh_core::broker::hub::Hub;
 use mesh_core::broker::memory::MemoryBroker;
 use mesh_core::broker::redis::RedisBroker;
 use mesh_core::broker::redis_feed::RedisFeed;
 use mesh_core::broker::subscription::SubscriptionSettings;
-use mesh_core::broker::{Broker, LiveFeed};
+use mesh_core::broker::{Broker, HistorySettings, LiveFeed};
 use mesh_core::config::Settings;
 use mesh_core::jobs::{JobQueue, MemoryJobQueue, RedisJobQueue};
 
@@ -31,6 +31,11 @@ pub struct Backbone {
     pub hub: Hub,
     /// Settings every subscription uses.
     pub subscription: SubscriptionSettings,
+    /// The Redis command pool, when the backbone is on Redis (services whose own store is
+    /// in Redis share it).
+    pub redis: Option<RedisPool>,
+    /// How the broker keeps history.
+    pub history: HistorySettings,
     probe: Arc<dyn BackendProbe>,
     kind: &'static str,
 }
@@ -54,7 +59,16 @@ impl Backbone {
             let broker: Arc<dyn Broker> = Arc::new(broker);
             let hub = Hub::new(broker.clone(), feed, subscription.history_limit);
             let jobs: Arc<dyn JobQueue> = Arc::new(MemoryJobQueue::new(settings.jobs.clone()));
-            return Ok(Self { broker, jobs, hub, subscription, probe: Arc::new(MemoryProbe), kind: "memory" });
+            return Ok(Self {
+                broker,
+                jobs,
+                hub,
+                subscription,
+                redis: None,
+                history,
+                probe: Arc::new(MemoryProbe),
+                kind: "memory",
+            });
         };
         let url = url.expose();
         let pool = redis_pool(url, &settings.redis).map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
@@ -63,8 +77,8 @@ impl Backbone {
         let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(pool.clone(), history));
         let jobs: Arc<dyn JobQueue> = Arc::new(RedisJobQueue::new(pool.clone(), settings.jobs.clone()));
         let hub = Hub::new(broker.clone(), Arc::new(RedisFeed::start(client)), subscription.history_limit);
-        let probe = Arc::new(RedisProbe::new(pool, PROBE_TIMEOUT));
-        Ok(Self { broker, jobs, hub, subscription, probe, kind: "redis" })
+        let probe = Arc::new(RedisProbe::new(pool.clone(), PROBE_TIMEOUT));
+        Ok(Self { broker, jobs, hub, subscription, redis: Some(pool), history, probe, kind: "redis" })
     }
 
     /// The probe of the backbone's backend, for the health of every service built on it.

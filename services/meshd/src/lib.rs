@@ -8,6 +8,7 @@
 //! - [`registry`]: the mesh services this build can run (`--services`).
 //! - [`health`]: grpc.health.v1 statuses driven by backend probes.
 //! - [`http`]: the plain HTTP endpoints beside gRPC.
+//! - [`session`]: wiring of the Session service (store, audit trail, worker, sweeper).
 //!
 //! Wiring happens here and nowhere else: no globals, no service locator.
 
@@ -17,5 +18,6 @@ pub mod cli;
 pub mod health;
 pub mod http;
 pub mod registry;
+pub mod session;
 
 pub use app::{App, StartupError};

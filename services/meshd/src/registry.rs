@@ -18,7 +18,8 @@ pub struct ServiceEntry {
 }
 
 /// Every service of this build.
-pub const AVAILABLE: &[ServiceEntry] = &[];
+pub const AVAILABLE: &[ServiceEntry] =
+    &[ServiceEntry { name: "session", grpc_names: &[mesh_proto::service_names::SESSION_V1] }];
 
 /// The services to run for the `services` setting: all of them when it is empty.
 pub fn select(requested: &[String]) -> Result<Vec<ServiceEntry>, ConfigError> {

@@ -2,8 +2,8 @@
 //! message naming the key; secrets are never printed; `dev-token` prints a token that the
 //! running embedded default accepts.
 
-use mesh_proto::mesh::session::v1::GetSessionRequest;
 use mesh_proto::mesh::session::v1::session_service_client::SessionServiceClient;
+use mesh_proto::mesh::session::v1::{GetSessionRequest, ListSessionsRequest};
 use tonic::metadata::MetadataValue;
 
 use crate::support::{meshd_command, reason, spawn_meshd};
@@ -185,13 +185,12 @@ async fn a_dev_token_is_accepted_by_the_running_embedded_default() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
 
-    // No Session service in this build: a call that passes the auth layer is answered
-    // UNIMPLEMENTED by the router, one that does not is UNAUTHENTICATED.
+    // A call with the token reaches the Session service, one without is UNAUTHENTICATED.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", meshd.addr)).unwrap().connect_lazy();
     let mut client = SessionServiceClient::new(channel);
-    let mut request = tonic::Request::new(GetSessionRequest::default());
+    let mut request = tonic::Request::new(ListSessionsRequest::default());
     request.metadata_mut().insert("authorization", MetadataValue::try_from(format!("Bearer {token}")).unwrap());
-    assert_eq!(client.get_session(request).await.unwrap_err().code(), tonic::Code::Unimplemented);
+    assert!(client.list_sessions(request).await.unwrap().into_inner().sessions.is_empty());
 
     let without = client.get_session(GetSessionRequest::default()).await.unwrap_err();
     assert_eq!(without.code(), tonic::Code::Unauthenticated);

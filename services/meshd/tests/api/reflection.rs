@@ -9,8 +9,12 @@ use prost_types::FileDescriptorProto;
 use tokio_stream::StreamExt;
 use tonic_reflection::pb::{v1, v1alpha};
 
-const EXPECTED_SERVICES: [&str; 3] =
-    ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+const EXPECTED_SERVICES: [&str; 4] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "mesh.session.v1.SessionService",
+];
 
 async fn ask_v1(
     app: &TestApp,
