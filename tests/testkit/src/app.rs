@@ -47,8 +47,13 @@ impl TestApp {
 
     /// Like [`TestApp::start`], with `configure` applied to the settings last.
     pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> anyhow::Result<Self> {
+        Self::start_trusting(SigningKeyPair::generate(), configure).await
+    }
+
+    /// Like [`TestApp::start_with`], trusting `key` (so several instances accept the same
+    /// tokens, as the instances of one mesh do).
+    pub async fn start_trusting(key: SigningKeyPair, configure: impl FnOnce(&mut Settings)) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir().context("failed to create a data directory")?;
-        let key = SigningKeyPair::generate();
         let mut settings = Settings { data_dir: data_dir.path().to_path_buf(), ..Settings::default() };
         settings.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.server.drain_timeout = Duration::from_millis(200);

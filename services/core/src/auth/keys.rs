@@ -97,6 +97,7 @@ pub fn random_id() -> String {
 }
 
 /// An Ed25519 key pair with its key id: signs access tokens; its public half verifies them.
+#[derive(Clone)]
 pub struct SigningKeyPair {
     kid: String,
     signing: ed25519_dalek::SigningKey,
