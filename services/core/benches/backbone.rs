@@ -42,6 +42,7 @@ use mesh_core::broker::subscription::{ChannelRequest, StreamEvent, Subscription,
 use mesh_core::broker::{Broker, ChannelKey, ChannelName, HistorySettings, LiveFeed};
 use mesh_core::config::RedisSettings;
 use mesh_testkit::RedisServer;
+use mesh_testkit::bench::{self, Figures as PublishFigures, rss_bytes};
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 
@@ -167,13 +168,6 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
 // ---------------------------------------------------------------------------------------------
 // 1. Publish latency
 
-struct PublishFigures {
-    p50_us: f64,
-    p99_us: f64,
-    mean_us: f64,
-    per_second: f64,
-}
-
 async fn publish_latency(redis: &RedisServer, publishes: usize) -> anyhow::Result<PublishFigures> {
     let broker = RedisBroker::new(
         redis_pool(&redis.url(), &RedisSettings::default()).context("cannot build the redis pool")?,
@@ -204,50 +198,8 @@ async fn publish_latency(redis: &RedisServer, publishes: usize) -> anyhow::Resul
 /// `redis-benchmark -c 1 --csv PUBLISH` against the same server; `Err` says why it is missing.
 async fn redis_benchmark(port: u16, requests: usize) -> Result<PublishFigures, String> {
     let payload = "x".repeat(PAYLOAD_LEN);
-    let port = port.to_string();
-    let requests = requests.to_string();
-    let args = ["-h", "127.0.0.1", "-p", &port, "-n", &requests, "-c", "1", "--csv", "PUBLISH", "bench:ref", &payload];
     progress("reference: redis-benchmark PUBLISH".to_owned());
-    let output = match tokio::process::Command::new("redis-benchmark").args(args).output().await {
-        Ok(output) => output,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err("redis-benchmark is not installed (Debian package redis-tools); reference skipped".to_owned());
-        }
-        Err(error) => return Err(format!("cannot run redis-benchmark: {error}")),
-    };
-    if !output.status.success() {
-        return Err(format!(
-            "redis-benchmark failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    parse_redis_benchmark_csv(&String::from_utf8_lossy(&output.stdout))
-}
-
-/// Reads the header line (`"test","rps","avg_latency_ms",...,"p50_latency_ms",...`) and the
-/// data line after it. The test name holds the payload, which has no comma or quote.
-fn parse_redis_benchmark_csv(csv: &str) -> Result<PublishFigures, String> {
-    let split = |line: &str| line.split(',').map(|cell| cell.trim().trim_matches('"').to_owned()).collect::<Vec<_>>();
-    let mut lines = csv.lines().filter(|line| !line.trim().is_empty());
-    let header = lines
-        .by_ref()
-        .map(split)
-        .find(|cells| cells.iter().any(|cell| cell == "p50_latency_ms"))
-        .ok_or_else(|| format!("no CSV header in redis-benchmark output: {csv:?}"))?;
-    let row = lines.next().map(split).ok_or_else(|| format!("no CSV row in redis-benchmark output: {csv:?}"))?;
-    let column = |name: &str| -> Result<f64, String> {
-        let index = header.iter().position(|cell| cell == name).ok_or_else(|| format!("no column {name}"))?;
-        row.get(index)
-            .and_then(|cell| cell.parse::<f64>().ok())
-            .ok_or_else(|| format!("column {name} is not a number in {row:?}"))
-    };
-    Ok(PublishFigures {
-        p50_us: column("p50_latency_ms")? * 1e3,
-        p99_us: column("p99_latency_ms")? * 1e3,
-        mean_us: column("avg_latency_ms")? * 1e3,
-        per_second: column("rps")?,
-    })
+    bench::redis_benchmark(port, requests, 1, &["PUBLISH", "bench:ref", &payload]).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,17 +595,6 @@ async fn idle_memory(redis: &RedisServer, subscribers: usize) -> anyhow::Result<
     drop(idle);
     drop(first);
     Ok(MemoryFigures { subscribers, rss_before, rss_after })
-}
-
-/// Resident set size from `/proc/self/statm` (pages of 4 KiB).
-fn rss_bytes() -> anyhow::Result<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").context("cannot read /proc/self/statm")?;
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|field| field.parse().ok())
-        .ok_or_else(|| anyhow!("unexpected /proc/self/statm: {statm:?}"))?;
-    Ok(pages * 4096)
 }
 
 /// User + system CPU time of this process (`/proc/self/stat`, 100 ticks per second).

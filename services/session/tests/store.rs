@@ -125,6 +125,7 @@ conformance!(
     an_ended_session_is_expired_and_announced_exactly_once,
     a_peek_does_not_slide_and_the_owner_is_found_within_the_tenant_only,
     a_create_retried_with_its_request_id_returns_the_first_session,
+    an_update_past_a_limit_is_invalid_and_changes_nothing,
 );
 
 async fn a_created_session_can_be_read_back_and_listed(fixture: Fixture) {
@@ -406,4 +407,29 @@ async fn a_create_retried_with_its_request_id_returns_the_first_session(fixture:
     assert_ne!(again.id, first.id, "the first session ended: a new one stands for the key");
     let retry = store.create("acme", "alice", Attributes::default(), Some(&request), later).await.unwrap();
     assert_eq!(retry.id, again.id);
+}
+
+async fn an_update_past_a_limit_is_invalid_and_changes_nothing(fixture: Fixture) {
+    let now = start_time();
+    let big = "v".repeat(4000);
+    let pairs: Vec<(String, String)> = (0..4).map(|n| (format!("k{n}"), big.clone())).collect();
+    let full = Attributes::parse(pairs, "attributes").unwrap();
+    let created = fixture.store.create("acme", "alice", full, None, now).await.unwrap();
+    let v1 = ExpectedVersion::from(created.version);
+    let error = fixture.store.update("acme", "alice", &created.id, v1, &patch("k4", &big), now).await.unwrap_err();
+    let SessionError::Invalid(violations) = error else { panic!("not invalid: {error:?}") };
+    assert_eq!(violations[0].field, "set_attributes");
+    assert!(violations[0].description.contains("bytes"), "{violations:?}");
+    // Replacing and removing within the limits works, and the result is exact.
+    let swap =
+        AttributesPatch::parse([("k0".to_string(), "small".to_string())], "set", vec!["k1".to_string()], "remove")
+            .unwrap();
+    let updated = fixture.store.update("acme", "alice", &created.id, v1, &swap, now).await.unwrap();
+    assert_eq!(updated.version.get(), 2);
+    let keys: Vec<&str> = updated.attributes.iter().map(|(key, _)| key).collect();
+    assert_eq!(keys, ["k0", "k2", "k3"]);
+    assert_eq!(updated.attributes.get("k0"), Some("small"));
+    assert_eq!(fixture.store.get("acme", "alice", &created.id, now).await.unwrap(), updated);
+    let events = fixture.audit_events("acme", "alice").await;
+    assert_eq!(events.last().unwrap().attributes.as_ref(), Some(&updated.attributes));
 }

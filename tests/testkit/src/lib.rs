@@ -11,6 +11,7 @@
 //! port.
 
 pub mod app;
+pub mod bench;
 pub mod postgres;
 pub mod redis;
 mod server_process;

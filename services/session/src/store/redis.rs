@@ -55,8 +55,8 @@ use super::{
 };
 use crate::SessionError;
 use crate::domain::{
-    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, REQUEST_ID_TTL, RequestId, Session,
-    SessionChangeKind, SessionId, Version,
+    Attributes, AttributesPatch, AuditEvent, ExpectedVersion, Lifetimes, MAX_ATTRIBUTES, MAX_ATTRIBUTES_TOTAL_BYTES,
+    REQUEST_ID_TTL, RequestId, Session, SessionChangeKind, SessionId, Version,
 };
 
 /// Number of audit queues (`audit.s0` .. `audit.s15`) the Redis store spreads events over.
@@ -298,6 +298,13 @@ fn corrupt(field: &str) -> SessionError {
     SessionError::Unavailable(format!("stored session has a bad {field}"))
 }
 
+/// The tail of an event template (after the version) split where the script puts the
+/// attributes: `,"occurred_at":"…","attributes":` and the closing `}`.
+fn split_before_attributes(after: &str) -> (String, String) {
+    let body = after.strip_suffix('}').expect("an event is a JSON object");
+    (format!("{body},\"attributes\":"), "}".to_owned())
+}
+
 /// The JSON of an event whose version the script fills in: the text before and after the
 /// version number.
 fn event_template(
@@ -454,20 +461,33 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, Result<Session, SessionError>> {
         Box::pin(async move {
             let now = truncate_to_millis(now);
-            // Read, apply the reference rules in Rust, then commit with a compare and set on
-            // the version read: the event is built from exactly the state the script stores.
-            let current = self.get(tenant, user, id, now).await?;
-            let updated = current.updated(expected, patch, now, &self.lifetimes)?;
-            let event = AuditEvent::of(SessionChangeKind::Updated, &updated, now);
-            let attributes = serde_json::to_string(&updated.attributes).expect("attributes serialize");
+            // One round trip: the script applies the patch, checks the limits and compares
+            // and sets the version (see lua/update.lua).
+            let (event_id, before, after) = event_template(SessionChangeKind::Updated, tenant, user, id, now);
+            let (middle, after) = split_before_attributes(&after);
+            let set = serde_json::to_string(patch.set()).expect("a patch serializes");
+            let remove = serde_json::to_string(patch.remove()).expect("a patch serializes");
             let mut invocation = self.prepare(&self.scripts.update, tenant, user, id, now)?;
             invocation
                 .arg(expected.version().get())
-                .arg(attributes)
-                .arg(millis(updated.expire_time))
-                .arg(&event.event_id)
-                .arg(event.to_json());
+                .arg(set)
+                .arg(remove)
+                .arg(MAX_ATTRIBUTES)
+                .arg(MAX_ATTRIBUTES_TOTAL_BYTES)
+                .arg(event_id)
+                .arg(before)
+                .arg(middle)
+                .arg(after);
             let reply: Option<Reply> = self.invoke(&invocation).await?;
+            if let Some(reply) = reply.as_ref().filter(|reply| reply.0 == "limit") {
+                let current = ("ok".to_owned(), reply.1, reply.2.clone(), reply.3, reply.4, reply.5, reply.6);
+                let current = session_of(Some(current), tenant, user, id)?;
+                // The reference rules name the violated limit.
+                return match current.updated(expected, patch, now, &self.lifetimes) {
+                    Err(error) => Err(error),
+                    Ok(_) => Err(corrupt("attribute limits")),
+                };
+            }
             session_of(reply, tenant, user, id)
         })
     }
@@ -593,6 +613,15 @@ mod tests {
         let shards: std::collections::HashSet<u32> = (0..200).map(|n| shard_of("acme", &format!("u{n}"))).collect();
         assert_eq!(shards.len(), AUDIT_SHARDS as usize);
         assert_ne!(shard_of("ab", "c"), shard_of("a", "bc"), "the separator keeps owners apart");
+    }
+
+    #[test]
+    fn an_update_event_template_takes_the_version_and_the_attributes() {
+        let id = SessionId::generate();
+        let (_, before, after) = event_template(SessionChangeKind::Updated, "t", "u", &id, SystemTime::now());
+        let (middle, after) = split_before_attributes(&after);
+        let event = AuditEvent::from_json(format!("{before}3{middle}{{\"k\":\"v\"}}{after}").as_bytes()).unwrap();
+        assert_eq!((event.version.get(), event.attributes.unwrap().get("k")), (3, Some("v")));
     }
 
     #[test]

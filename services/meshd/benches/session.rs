@@ -1,0 +1,302 @@
+//! Benchmark of the Session service (issue 4; targets in design.md, "Performance targets").
+//!
+//! It measures and reports; it asserts nothing about timings. One process, a tokio runtime
+//! with 2 worker threads, on a private `redis-server` started for the run:
+//!
+//! - meshd in-process on Redis (`TestApp`, release build), called through the generated
+//!   client with a verified access token on every call (auth included);
+//! - the reference: a bare tonic server on its own port with only grpc.health.v1, whose
+//!   `Check` is the "echo" call (no layers, no auth, no backend), and the same `Check`
+//!   through meshd's full stack;
+//! - `redis-benchmark GET` on the same Redis, at the same concurrency.
+//!
+//! At concurrency 1 and 64 (64 workers over 8 HTTP/2 connections), each call is run for a
+//! fixed time after a warm-up; every worker has its own session (UpdateSession measures the
+//! compare-and-set, its audit enqueue and its change publication, not version conflicts).
+//! Reported: p50/p99/mean latency and calls/s per call, the ratios against the echo call and
+//! against Redis GET, and the process's resident memory.
+//!
+//! Run: `cargo bench -p meshd --bench session` (about 45 s on 2 cores, build excluded);
+//! `MESH_BENCH_QUICK=1 cargo bench -p meshd --bench session` for 1 s runs.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use mesh_core::auth::SigningKeyPair;
+use mesh_core::config::Secret;
+use mesh_proto::mesh::session::v1 as pb;
+use mesh_testkit::bench::{self, Figures, rss_bytes};
+use mesh_testkit::{RedisServer, TestApp};
+use pb::session_service_client::SessionServiceClient;
+use tokio::sync::Mutex;
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const COMMAND: &str = "cargo bench -p meshd --bench session";
+/// HTTP/2 connections the 64 workers share.
+const CONNECTIONS: usize = 8;
+
+struct Plan {
+    warmup: Duration,
+    run: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::var_os("MESH_BENCH_QUICK").is_some();
+    let plan = if quick {
+        Plan { warmup: Duration::from_millis(300), run: Duration::from_secs(1) }
+    } else {
+        Plan { warmup: Duration::from_secs(1), run: Duration::from_secs(4) }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run(plan))
+}
+
+/// The calls measured, in report order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Echo,
+    MeshdCheck,
+    GetSession,
+    UpdateSession,
+}
+
+impl Call {
+    const ALL: [Call; 4] = [Call::Echo, Call::MeshdCheck, Call::GetSession, Call::UpdateSession];
+
+    fn name(self) -> &'static str {
+        match self {
+            Call::Echo => "echo: bare tonic health Check",
+            Call::MeshdCheck => "health Check through meshd",
+            Call::GetSession => "GetSession (auth + Redis)",
+            Call::UpdateSession => "UpdateSession (auth + CAS)",
+        }
+    }
+}
+
+/// What one worker calls with.
+struct Worker {
+    echo: HealthClient<Channel>,
+    meshd_health: HealthClient<Channel>,
+    sessions: SessionServiceClient<Channel>,
+    bearer: MetadataValue<tonic::metadata::Ascii>,
+    session_id: String,
+    version: i64,
+}
+
+impl Worker {
+    fn authed<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert("authorization", self.bearer.clone());
+        request
+    }
+
+    async fn call(&mut self, call: Call) -> anyhow::Result<()> {
+        match call {
+            Call::Echo => {
+                self.echo.check(HealthCheckRequest { service: String::new() }).await?;
+            }
+            Call::MeshdCheck => {
+                self.meshd_health.check(HealthCheckRequest { service: String::new() }).await?;
+            }
+            Call::GetSession => {
+                let request = self.authed(pb::GetSessionRequest { session_id: self.session_id.clone() });
+                self.sessions.get_session(request).await?;
+            }
+            Call::UpdateSession => {
+                let request = self.authed(pb::UpdateSessionRequest {
+                    session_id: self.session_id.clone(),
+                    expected_version: self.version,
+                    set_attributes: [("counter".to_owned(), self.version.to_string())].into(),
+                    remove_attributes: Vec::new(),
+                });
+                let response = self.sessions.update_session(request).await?;
+                self.version = response.into_inner().session.context("a session")?.version;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run(plan: Plan) -> anyhow::Result<()> {
+    let rss_start = rss_bytes()?;
+    let redis = RedisServer::start().await?;
+    let url = redis.url();
+    let key = SigningKeyPair::generate();
+    let app = TestApp::start_trusting(key, move |settings| {
+        settings.redis.url = Some(Secret::new(url));
+        settings.redis.pool_size = 64;
+    })
+    .await?;
+    let echo_addr = start_bare_echo().await?;
+
+    let mut report = String::new();
+    writeln!(report, "Session service benchmark ({COMMAND}); 2 tokio workers, load generator in-process")?;
+    for concurrency in [1usize, 64] {
+        let workers = workers(&app, &echo_addr, concurrency).await?;
+        let mut figures = Vec::new();
+        for call in Call::ALL {
+            eprintln!("bench: {} at concurrency {concurrency}", call.name());
+            figures.push((call, measure(&workers, call, &plan).await?));
+        }
+        let requests = if concurrency == 1 { 50_000 } else { 200_000 };
+        let get = bench::redis_benchmark(redis.port(), requests, concurrency, &["GET", "bench:key"]).await;
+        write_table(&mut report, concurrency, &figures, &get)?;
+    }
+    let mut connection = redis.connection().await?;
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await?;
+    writeln!(report, "\nRedis-side time per command (INFO commandstats):")?;
+    for line in stats.lines().filter(|line| line.starts_with("cmdstat_")) {
+        writeln!(report, "  {line}")?;
+    }
+    let rss_end = rss_bytes()?;
+    writeln!(
+        report,
+        "\nresident memory of the whole process (server, clients, histograms): {:.1} MiB at start, {:.1} MiB at the end",
+        rss_start as f64 / 1048576.0,
+        rss_end as f64 / 1048576.0
+    )?;
+    println!("{report}");
+    app.shutdown().await?;
+    Ok(())
+}
+
+/// A bare tonic server with only grpc.health.v1 (the echo reference); its address.
+async fn start_bare_echo() -> anyhow::Result<String> {
+    let (_reporter, service) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(
+        Server::builder()
+            .tcp_nodelay(true)
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Ok(format!("http://{addr}"))
+}
+
+/// `concurrency` workers, each with its own session and token, over at most
+/// [`CONNECTIONS`] connections per server.
+async fn workers(app: &TestApp, echo: &str, concurrency: usize) -> anyhow::Result<Vec<Arc<Mutex<Worker>>>> {
+    let connections = concurrency.min(CONNECTIONS);
+    let mut echo_channels = Vec::new();
+    let mut meshd_channels = Vec::new();
+    for _ in 0..connections {
+        echo_channels.push(Endpoint::from_shared(echo.to_owned())?.tcp_nodelay(true).connect().await?);
+        meshd_channels.push(Endpoint::from_shared(app.url())?.tcp_nodelay(true).connect().await?);
+    }
+    let mut workers = Vec::new();
+    for n in 0..concurrency {
+        let token = app.token("bench", &format!("user{n}"));
+        let bearer = MetadataValue::try_from(format!("Bearer {token}"))?;
+        let channel = meshd_channels[n % connections].clone();
+        let mut sessions = SessionServiceClient::new(channel.clone());
+        let mut create = Request::new(pb::CreateSessionRequest::default());
+        create.metadata_mut().insert("authorization", bearer.clone());
+        let session = sessions.create_session(create).await?.into_inner().session.context("a session")?;
+        workers.push(Arc::new(Mutex::new(Worker {
+            echo: HealthClient::new(echo_channels[n % connections].clone()),
+            meshd_health: HealthClient::new(channel),
+            sessions,
+            bearer,
+            session_id: session.session_id,
+            version: session.version,
+        })));
+    }
+    Ok(workers)
+}
+
+/// Every worker calls `call` back to back: a warm-up, then the measured run.
+async fn measure(workers: &[Arc<Mutex<Worker>>], call: Call, plan: &Plan) -> anyhow::Result<Figures> {
+    let mut tasks = Vec::new();
+    for worker in workers {
+        let worker = worker.clone();
+        let (warmup, run) = (plan.warmup, plan.run);
+        tasks.push(tokio::spawn(async move {
+            let mut worker = worker.lock().await;
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+            let warm_until = Instant::now() + warmup;
+            while Instant::now() < warm_until {
+                worker.call(call).await?;
+            }
+            let started = Instant::now();
+            let until = started + run;
+            let mut calls = 0u64;
+            while Instant::now() < until {
+                let sent = Instant::now();
+                worker.call(call).await?;
+                histogram.record(sent.elapsed().as_nanos().max(1) as u64).expect("within bounds");
+                calls += 1;
+            }
+            anyhow::Ok((histogram, calls, started.elapsed()))
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut per_second = 0.0;
+    for task in tasks {
+        let (histogram, calls, elapsed) = task.await??;
+        all.add(&histogram)?;
+        per_second += calls as f64 / elapsed.as_secs_f64();
+    }
+    Ok(Figures {
+        p50_us: all.value_at_quantile(0.5) as f64 / 1e3,
+        p99_us: all.value_at_quantile(0.99) as f64 / 1e3,
+        mean_us: all.mean() / 1e3,
+        per_second,
+    })
+}
+
+fn write_table(
+    out: &mut String,
+    concurrency: usize,
+    figures: &[(Call, Figures)],
+    redis_get: &Result<Figures, String>,
+) -> std::fmt::Result {
+    let echo = figures.iter().find(|(call, _)| *call == Call::Echo).map(|(_, f)| *f).expect("echo measured");
+    writeln!(out, "\nconcurrency {concurrency}")?;
+    writeln!(
+        out,
+        "  {:<32} {:>9} {:>9} {:>9} {:>10} {:>13} {:>13}",
+        "call", "p50 µs", "p99 µs", "mean µs", "calls/s", "p50 vs echo", "thr vs echo"
+    )?;
+    let line = |out: &mut String, name: &str, f: &Figures| {
+        writeln!(
+            out,
+            "  {:<32} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>12.2}x {:>12.0}%",
+            name,
+            f.p50_us,
+            f.p99_us,
+            f.mean_us,
+            f.per_second,
+            f.p50_us / echo.p50_us,
+            100.0 * f.per_second / echo.per_second
+        )
+    };
+    for (call, f) in figures {
+        line(out, call.name(), f)?;
+    }
+    match redis_get {
+        Ok(get) => {
+            line(out, "redis-benchmark GET (same Redis)", get)?;
+            for call in [Call::GetSession, Call::UpdateSession] {
+                let f = figures.iter().find(|(c, _)| *c == call).map(|(_, f)| f).expect("measured");
+                writeln!(
+                    out,
+                    "  {} vs Redis GET: p50 +{:.1} µs ({:.1}x), throughput {:.0}%",
+                    call.name(),
+                    f.p50_us - get.p50_us,
+                    f.p50_us / get.p50_us,
+                    100.0 * f.per_second / get.per_second
+                )?;
+            }
+        }
+        Err(why) => writeln!(out, "  redis-benchmark GET: {why}")?,
+    }
+    Ok(())
+}
