@@ -3,6 +3,10 @@
 //!
 //! Two implementations: [`MemoryProbe`] (in-process backends are up while the process is)
 //! and [`RedisProbe`] (a `PING` through the bb8 command pool, with a deadline).
+//!
+//! Also the command pool itself ([`redis_pool`]): bb8 over [`RedisManager`], whose
+//! connections notice when their link dropped, so the pool replaces them without a `PING`
+//! on every checkout (which would double the round trips of every call).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +16,74 @@ use crate::Error;
 use crate::config::RedisSettings;
 
 /// The bb8 pool of multiplexed Redis connections every Redis-backed store shares.
-pub type RedisPool = bb8::Pool<redis::Client>;
+pub type RedisPool = bb8::Pool<RedisManager>;
+
+/// The bb8 manager of [`RedisPool`]: opens multiplexed connections to one Redis.
+#[derive(Debug, Clone)]
+pub struct RedisManager {
+    client: redis::Client,
+}
+
+/// A pooled Redis connection: a multiplexed connection that remembers when a command failed
+/// because the link dropped, so bb8 discards it instead of handing it out again.
+pub struct RedisConnection {
+    inner: redis::aio::MultiplexedConnection,
+    broken: bool,
+}
+
+impl RedisConnection {
+    fn note<T>(&mut self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(error) = &result
+            && (error.is_connection_dropped() || error.is_io_error() || error.is_unrecoverable_error())
+        {
+            self.broken = true;
+        }
+        result
+    }
+}
+
+impl redis::aio::ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let result = self.inner.req_packed_command(cmd).await;
+            self.note(result)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let result = self.inner.req_packed_commands(pipeline, offset, count).await;
+            self.note(result)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+impl bb8::ManageConnection for RedisManager {
+    type Connection = RedisConnection;
+    type Error = redis::RedisError;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        let inner = self.client.get_multiplexed_async_connection().await?;
+        Ok(RedisConnection { inner, broken: false })
+    }
+
+    async fn is_valid(&self, connection: &mut Self::Connection) -> Result<(), Self::Error> {
+        redis::cmd("PING").query_async::<String>(connection).await.map(drop)
+    }
+
+    fn has_broken(&self, connection: &mut Self::Connection) -> bool {
+        connection.broken
+    }
+}
 
 /// A boxed future returned by [`BackendProbe::check`].
 pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
@@ -92,9 +163,8 @@ pub fn redis_pool(url: &str, settings: &RedisSettings) -> Result<RedisPool, redi
         .min_idle(None)
         .connection_timeout(settings.connect_timeout)
         .retry_connection(false)
-        // No PING per checkout: it doubled the round trips of every call. A connection
-        // that broke fails its command, and bb8 drops connections that report themselves
-        // broken, so the next checkout opens a fresh one.
+        // No PING per checkout: a connection whose link dropped fails its command and
+        // reports itself broken, and bb8 then discards it.
         .test_on_check_out(false)
-        .build_unchecked(client))
+        .build_unchecked(RedisManager { client }))
 }

@@ -201,7 +201,7 @@ impl RedisBroker {
         format!("{}:log", Self::pubsub_channel(channel))
     }
 
-    async fn connection(&self) -> Result<bb8::PooledConnection<'_, redis::Client>, BrokerError> {
+    async fn connection(&self) -> Result<bb8::PooledConnection<'_, crate::backend::RedisManager>, BrokerError> {
         self.pool.get().await.map_err(|error| BrokerError::Unavailable(format!("redis pool: {error}")))
     }
 

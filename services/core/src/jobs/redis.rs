@@ -118,7 +118,7 @@ impl RedisJobQueue {
         Self { pool, settings, scripts: Scripts::load() }
     }
 
-    async fn connection(&self) -> Result<bb8::PooledConnection<'_, redis::Client>, JobError> {
+    async fn connection(&self) -> Result<bb8::PooledConnection<'_, crate::backend::RedisManager>, JobError> {
         self.pool.get().await.map_err(|error| JobError::Unavailable(format!("no redis connection: {error}")))
     }
 

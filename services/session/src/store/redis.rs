@@ -240,7 +240,7 @@ impl RedisStore {
         invocation.invoke_async(&mut *connection).await.map_err(unavailable)
     }
 
-    async fn connection(&self) -> Result<bb8::PooledConnection<'_, redis::Client>, SessionError> {
+    async fn connection(&self) -> Result<bb8::PooledConnection<'_, mesh_core::backend::RedisManager>, SessionError> {
         self.pool.get().await.map_err(|error| SessionError::Unavailable(format!("no redis connection: {error}")))
     }
 
