@@ -17,7 +17,8 @@
 //! against Redis GET, and the process's resident memory.
 //!
 //! Run: `cargo bench -p meshd --bench session` (about 45 s on 2 cores, build excluded);
-//! `MESH_BENCH_QUICK=1 cargo bench -p meshd --bench session` for 1 s runs.
+//! `MESH_BENCH_QUICK=1 cargo bench -p meshd --bench session` for 1 s runs;
+//! `MESH_BENCH_CONCURRENCY=1` to run one concurrency only (e.g. under a profiler).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -138,7 +139,8 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
 
     let mut report = String::new();
     writeln!(report, "Session service benchmark ({COMMAND}); 2 tokio workers, load generator in-process")?;
-    for concurrency in [1usize, 64] {
+    let only: Option<usize> = std::env::var("MESH_BENCH_CONCURRENCY").ok().and_then(|value| value.parse().ok());
+    for concurrency in [1usize, 64].into_iter().filter(|c| only.is_none_or(|only| only == *c)) {
         let workers = workers(&app, &echo_addr, concurrency).await?;
         let mut figures = Vec::new();
         for call in Call::ALL {
