@@ -43,8 +43,9 @@ async fn an_update_on_one_instance_reaches_a_watcher_on_the_other() {
 async fn an_expiry_is_announced_once_whatever_the_number_of_instances() {
     let redis = RedisServer::start().await.unwrap();
     let key = SigningKeyPair::generate();
+    // Long enough for the nine watches below to open before the sessions expire.
     let short = |settings: &mut mesh_core::config::Settings| {
-        settings.session.idle_ttl = Duration::from_secs(1);
+        settings.session.idle_ttl = Duration::from_secs(2);
         settings.session.sweep_interval = Duration::from_millis(20);
     };
     let a = on_redis(&redis, Some(key.clone()), short).await;

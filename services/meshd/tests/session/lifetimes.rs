@@ -16,21 +16,22 @@ fn time(timestamp: Option<prost_types::Timestamp>) -> SystemTime {
 async fn a_touch_extends_and_the_cap_ends_a_session_touched_all_along() {
     let redis = RedisServer::start().await.unwrap();
     let app = on_redis(&redis, None, |settings| {
-        settings.session.idle_ttl = Duration::from_secs(1);
-        settings.session.max_lifetime = Duration::from_secs(3);
+        settings.session.idle_ttl = Duration::from_secs(2);
+        settings.session.max_lifetime = Duration::from_secs(4);
         settings.session.sweep_interval = Duration::from_millis(50);
     })
     .await;
     let alice = Sessions::of(&app, "acme", &user());
     let created = alice.create(&[]).await.unwrap();
     let max_expire = time(created.max_expire_time);
-    assert_eq!(time(created.expire_time), time(created.create_time) + Duration::from_secs(1));
-    assert_eq!(max_expire, time(created.create_time) + Duration::from_secs(3));
+    assert_eq!(time(created.expire_time), time(created.create_time) + Duration::from_secs(2));
+    assert_eq!(max_expire, time(created.create_time) + Duration::from_secs(4));
     let mut watch = alice.watch(&created.session_id, None).await.unwrap();
     confirmed(&mut watch).await;
 
-    // A client that stays active touches well within the idle TTL; each touch moves the idle
-    // expiry to now + 1 s, never past the cap, so the session outlives its first idle
+    // A client that stays active touches well within the idle TTL (every 200 ms, so only a
+    // stall of almost 2 s could let it idle out); each touch moves the idle expiry to
+    // now + 2 s, never past the cap, so the session outlives its first idle
     // expiry and ends at the cap.
     let mut previous = time(created.expire_time);
     let mut last_alive = SystemTime::UNIX_EPOCH;
