@@ -59,16 +59,8 @@ fn queue_name() -> QueueName {
 }
 
 /// Polls `probe` until it yields a value, failing the check after [`PATIENCE`].
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, probe: impl FnMut() -> F) -> T {
+    mesh_testkit::eventually(what, PATIENCE, probe).await
 }
 
 async fn claim_now(jobs: &dyn JobQueue, queue: &QueueName, consumer: &str, max: usize) -> Vec<Delivery> {

@@ -143,9 +143,26 @@ fn invalid(violations: Vec<FieldViolation>) -> Status {
     status(SessionError::Invalid(violations))
 }
 
+/// What a parse fails with: one violation or several.
+trait Violations {
+    fn into_violations(self) -> Vec<FieldViolation>;
+}
+
+impl Violations for FieldViolation {
+    fn into_violations(self) -> Vec<FieldViolation> {
+        vec![self]
+    }
+}
+
+impl Violations for Vec<FieldViolation> {
+    fn into_violations(self) -> Vec<FieldViolation> {
+        self
+    }
+}
+
 /// The value of a parse, with its violations (if any) added to `violations`.
-fn collect<T>(result: Result<T, impl Into<Vec<FieldViolation>>>, violations: &mut Vec<FieldViolation>) -> Option<T> {
-    result.map_err(|error| violations.extend(error.into())).ok()
+fn collect<T>(result: Result<T, impl Violations>, violations: &mut Vec<FieldViolation>) -> Option<T> {
+    result.map_err(|error| violations.extend(error.into_violations())).ok()
 }
 
 /// A session id field, or INVALID_ARGUMENT.
@@ -164,8 +181,7 @@ impl SessionService for SessionGrpc {
         let request = request.into_inner();
         let mut violations = Vec::new();
         let attributes = collect(Attributes::parse(request.attributes, "attributes"), &mut violations);
-        let request_id =
-            collect(RequestId::parse(&request.request_id, "request_id").map_err(|v| vec![v]), &mut violations);
+        let request_id = collect(RequestId::parse(&request.request_id, "request_id"), &mut violations);
         let (Some(attributes), Some(request_id)) = (attributes, request_id) else {
             return Err(invalid(violations));
         };
@@ -197,11 +213,8 @@ impl SessionService for SessionGrpc {
         reach(&caller, Rpc::Update)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
-        let id = collect(SessionId::parse(&request.session_id, "session_id").map_err(|v| vec![v]), &mut violations);
-        let expected = collect(
-            ExpectedVersion::parse(request.expected_version, "expected_version").map_err(|v| vec![v]),
-            &mut violations,
-        );
+        let id = collect(SessionId::parse(&request.session_id, "session_id"), &mut violations);
+        let expected = collect(ExpectedVersion::parse(request.expected_version, "expected_version"), &mut violations);
         let patch = collect(
             AttributesPatch::parse(
                 request.set_attributes,
@@ -242,11 +255,9 @@ impl SessionService for SessionGrpc {
         let reach = reach(&caller, Rpc::Delete)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
-        let id = collect(SessionId::parse(&request.session_id, "session_id").map_err(|v| vec![v]), &mut violations);
+        let id = collect(SessionId::parse(&request.session_id, "session_id"), &mut violations);
         let expected = match request.expected_version {
-            Some(raw) => {
-                collect(ExpectedVersion::parse(raw, "expected_version").map_err(|v| vec![v]), &mut violations).map(Some)
-            }
+            Some(raw) => collect(ExpectedVersion::parse(raw, "expected_version"), &mut violations).map(Some),
             None => Some(None),
         };
         let (Some(id), Some(expected)) = (id, expected) else {
@@ -275,10 +286,7 @@ impl SessionService for SessionGrpc {
         };
         let after = match request.page_token.as_str() {
             "" => None,
-            raw => collect(
-                ListCursor::parse_token(raw, "page_token", &caller.tenant, &caller.user).map_err(|v| vec![v]),
-                &mut violations,
-            ),
+            raw => collect(ListCursor::parse_token(raw, "page_token", &caller.tenant, &caller.user), &mut violations),
         };
         if !violations.is_empty() {
             return Err(invalid(violations));
@@ -304,11 +312,8 @@ impl SessionService for SessionGrpc {
         reach(&caller, Rpc::Watch)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
-        let id = collect(SessionId::parse(&request.session_id, "session_id").map_err(|v| vec![v]), &mut violations);
-        let since = collect(
-            stream_pb::last_position(request.last_position.as_ref(), "last_position").map_err(|v| vec![v]),
-            &mut violations,
-        );
+        let id = collect(SessionId::parse(&request.session_id, "session_id"), &mut violations);
+        let since = collect(stream_pb::last_position(request.last_position.as_ref(), "last_position"), &mut violations);
         let (Some(id), Some(since)) = (id, since) else {
             return Err(invalid(violations));
         };

@@ -73,15 +73,8 @@ fn events(n: usize) -> Vec<AuditEvent> {
 }
 
 /// Polls `probe` until it yields a value, failing the test after [`PATIENCE`].
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, probe: impl FnMut() -> F) -> T {
+    mesh_testkit::eventually(what, PATIENCE, probe).await
 }
 
 // ---------------------------------------------------------------------------------------

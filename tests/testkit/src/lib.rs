@@ -15,7 +15,10 @@ pub mod bench;
 pub mod postgres;
 pub mod redis;
 mod server_process;
+pub mod status;
+pub mod wait;
 
 pub use app::TestApp;
 pub use postgres::PostgresServer;
 pub use redis::RedisServer;
+pub use wait::eventually;

@@ -60,8 +60,4 @@ pub async fn spawn_meshd(mut command: Command) -> MeshdProcess {
     MeshdProcess { child, addr, stderr }
 }
 
-/// The gRPC `ErrorInfo.reason` of `status`, if any.
-pub fn reason(status: &tonic::Status) -> Option<String> {
-    use tonic_types::StatusExt;
-    status.get_details_error_info().map(|info| info.reason)
-}
+pub use mesh_testkit::status::reason;

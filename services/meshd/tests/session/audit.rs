@@ -4,25 +4,18 @@
 use std::time::Duration;
 
 use mesh_core::config::{AuditSinkKind, Secret};
-use mesh_testkit::{PostgresServer, RedisServer};
+use mesh_testkit::{PostgresServer, RedisServer, eventually};
 
 use crate::support::{Sessions, on_redis, user};
 
-/// Polls `count` until it returns at least `wanted` (guarded: fails after a minute).
+/// Waits until PostgreSQL holds at least `wanted` audit rows; returns (rows, distinct ids).
 async fn rows_reach(client: &tokio_postgres::Client, wanted: i64) -> (i64, i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut poll = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        poll.tick().await;
-        let row = client.query_one("SELECT count(*), count(DISTINCT event_id) FROM audit_events", &[]).await;
-        if let Ok(row) = row {
-            let counts: (i64, i64) = (row.get(0), row.get(1));
-            if counts.0 >= wanted {
-                return counts;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{wanted} audit rows did not arrive");
-    }
+    eventually(&format!("{wanted} audit rows exist"), Duration::from_secs(60), || async {
+        let row = client.query_one("SELECT count(*), count(DISTINCT event_id) FROM audit_events", &[]).await.ok()?;
+        let counts: (i64, i64) = (row.get(0), row.get(1));
+        (counts.0 >= wanted).then_some(counts)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

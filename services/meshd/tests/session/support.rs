@@ -157,10 +157,7 @@ pub async fn next_change(stream: &mut Streaming<pb::WatchSessionResponse>) -> pb
     }
 }
 
-/// The ErrorInfo reason of `status`.
-pub fn reason(status: &Status) -> Option<String> {
-    status.get_details_error_info().map(|info| info.reason)
-}
+pub use mesh_testkit::status::reason;
 
 /// The ErrorInfo metadata value `key` of `status`.
 pub fn metadata(status: &Status, key: &str) -> Option<String> {

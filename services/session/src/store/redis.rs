@@ -198,9 +198,9 @@ impl RedisStore {
         Self { pool, lifetimes, history, scripts: Scripts::load() }
     }
 
-    /// An invocation of `script` (any but list) for session `id` of (`tenant`, `user`) at
-    /// `now`, with the KEYS and leading ARGV every such script takes (see lua/session.lua);
-    /// the caller adds the script's own arguments.
+    /// An invocation of a script that may announce a change (every one but get and list)
+    /// for session `id` of (`tenant`, `user`) at `now`, with the KEYS and leading ARGV such
+    /// scripts take (see lua/session.lua); the caller adds the script's own arguments.
     fn prepare<'s>(
         &self,
         script: &'s Script,
@@ -209,26 +209,41 @@ impl RedisStore {
         id: &SessionId,
         now: SystemTime,
     ) -> Result<redis::ScriptInvocation<'s>, SessionError> {
-        let keys = OwnerKeys::new(tenant, user);
         let (meta, log, pubsub) = RedisBroker::publish_keys(&channel_of(tenant, id)?);
-        let mut invocation = script.key(keys.session(id));
+        let mut invocation = self.prepare_quiet(script, tenant, user, id, now);
         invocation
-            .key(keys.index)
-            .key(keys.stream)
-            .key(keys.expiry)
             .key(meta)
             .key(log)
-            .arg(user)
-            .arg(millis(now))
-            .arg(i64::try_from(self.lifetimes.idle_ttl.as_millis()).unwrap_or(i64::MAX))
-            .arg(grace_millis())
-            .arg(id.as_str())
-            .arg(expiry_member(tenant, user, id))
             .arg(pubsub)
             .arg(Epoch::random().as_str())
             .arg(self.history.size)
             .arg(RedisBroker::ttl_seconds(self.history.ttl));
         Ok(invocation)
+    }
+
+    /// Like [`prepare`](Self::prepare) without the channel's keys and arguments, for the get
+    /// script (the hot path), which announces nothing.
+    fn prepare_quiet<'s>(
+        &self,
+        script: &'s Script,
+        tenant: &str,
+        user: &str,
+        id: &SessionId,
+        now: SystemTime,
+    ) -> redis::ScriptInvocation<'s> {
+        let keys = OwnerKeys::new(tenant, user);
+        let mut invocation = script.key(keys.session(id));
+        invocation
+            .key(keys.index)
+            .key(keys.stream)
+            .key(keys.expiry)
+            .arg(user)
+            .arg(millis(now))
+            .arg(i64::try_from(self.lifetimes.idle_ttl.as_millis()).unwrap_or(i64::MAX))
+            .arg(grace_millis())
+            .arg(id.as_str())
+            .arg(expiry_member(tenant, user, id));
+        invocation
     }
 
     /// Runs one script invocation on a pooled connection.
@@ -276,10 +291,22 @@ fn grace_millis() -> i64 {
 /// The session of a reply, or the error its status says.
 fn session_of(reply: Option<Reply>, tenant: &str, user: &str, id: &SessionId) -> Result<Session, SessionError> {
     let (status, version, attributes, create, update, expire, max_expire) = reply.ok_or(SessionError::NotFound)?;
-    let version = Version::new(version).ok_or_else(|| corrupt("version"))?;
+    let session = stored_session((version, attributes, create, update, expire, max_expire), tenant, user, id)?;
     if status == "conflict" {
-        return Err(SessionError::VersionConflict { current: version });
+        return Err(SessionError::VersionConflict { current: session.version });
     }
+    Ok(session)
+}
+
+/// A session from its stored fields: version, attributes (JSON), create, update, expire,
+/// max_expire (ms).
+fn stored_session(
+    (version, attributes, create, update, expire, max_expire): (i64, String, i64, i64, i64, i64),
+    tenant: &str,
+    user: &str,
+    id: &SessionId,
+) -> Result<Session, SessionError> {
+    let version = Version::new(version).ok_or_else(|| corrupt("version"))?;
     let attributes: Attributes = serde_json::from_str(&attributes).map_err(|_| corrupt("attributes"))?;
     Ok(Session {
         id: id.clone(),
@@ -373,7 +400,7 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, Result<Session, SessionError>> {
         Box::pin(async move {
             let now = truncate_to_millis(now);
-            let invocation = self.prepare(&self.scripts.get, tenant, user, id, now)?;
+            let invocation = self.prepare_quiet(&self.scripts.get, tenant, user, id, now);
             let reply: Option<Reply> = self.invoke(&invocation).await?;
             session_of(reply, tenant, user, id)
         })
@@ -405,12 +432,7 @@ impl SessionStore for RedisStore {
             if owner != user {
                 return Err(SessionError::NotFound);
             }
-            let session = session_of(
-                Some(("ok".to_owned(), version, attributes, create, update, expire, max)),
-                tenant,
-                user,
-                id,
-            )?;
+            let session = stored_session((version, attributes, create, update, expire, max), tenant, user, id)?;
             if session.is_expired(now) {
                 return Err(SessionError::NotFound);
             }
@@ -480,8 +502,8 @@ impl SessionStore for RedisStore {
                 .arg(after);
             let reply: Option<Reply> = self.invoke(&invocation).await?;
             if let Some(reply) = reply.as_ref().filter(|reply| reply.0 == "limit") {
-                let current = ("ok".to_owned(), reply.1, reply.2.clone(), reply.3, reply.4, reply.5, reply.6);
-                let current = session_of(Some(current), tenant, user, id)?;
+                let current = (reply.1, reply.2.clone(), reply.3, reply.4, reply.5, reply.6);
+                let current = stored_session(current, tenant, user, id)?;
                 // The reference rules name the violated limit.
                 return match current.updated(expected, patch, now, &self.lifetimes) {
                     Err(error) => Err(error),
@@ -561,8 +583,7 @@ impl SessionStore for RedisStore {
                 .into_iter()
                 .map(|(id, version, attributes, create, update, expire, max_expire)| {
                     let id = SessionId::parse(&id, "id").map_err(|_| corrupt("id"))?;
-                    let reply = ("ok".to_owned(), version, attributes, create, update, expire, max_expire);
-                    session_of(Some(reply), tenant, user, &id)
+                    stored_session((version, attributes, create, update, expire, max_expire), tenant, user, &id)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let next = (sessions.len() > page_size).then(|| ListCursor::after(&sessions[page_size - 1]));

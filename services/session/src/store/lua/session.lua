@@ -5,7 +5,8 @@
 -- Every script but list takes the same KEYS and first ARGV, read by `context`:
 -- KEYS: session hash, owner index, audit stream, expiry index, channel meta, channel log.
 -- ARGV: user, now, idle ttl, grace, session id, expiry member, pub/sub channel, candidate
--- epoch, history size, history ttl (s); script arguments start at ARGV[FIRST_ARG].
+-- epoch, history size, history ttl (s); script arguments start at ARGV[FIRST_ARG]. The get
+-- script announces nothing and is given neither the channel keys nor their arguments.
 -- Replies are {status, version, attributes, create, update, expire, max_expire}, status 'ok'
 -- or 'conflict'; a missing, foreign or expired session replies nil.
 
