@@ -5,20 +5,26 @@
 //!
 //! - meshd in-process on Redis (`TestApp`, release build), called through the generated
 //!   client with a verified access token on every call (auth included);
+//! - the same meshd on its memory store (GetSession without Redis: the service's own cost);
 //! - the reference: a bare tonic server on its own port with only grpc.health.v1, whose
 //!   `Check` is the "echo" call (no layers, no auth, no backend), and the same `Check`
 //!   through meshd's full stack;
-//! - `redis-benchmark GET` on the same Redis, at the same concurrency.
+//! - Redis GET through mesh-core's connection pool (bb8 + redis-rs, as the store uses it),
+//!   and `redis-benchmark GET` on the same Redis, at the same concurrency: the cost of the
+//!   client library against the C client.
 //!
 //! At concurrency 1 and 64 (64 workers over 8 HTTP/2 connections), each call is run for a
 //! fixed time after a warm-up; every worker has its own session (UpdateSession measures the
 //! compare-and-set, its audit enqueue and its change publication, not version conflicts).
 //! Reported: p50/p99/mean latency and calls/s per call, the ratios against the echo call and
-//! against Redis GET, and the process's resident memory.
+//! against Redis GET, the CPU time per call (this process, and redis-server), and the
+//! process's resident memory.
 //!
 //! Run: `cargo bench -p meshd --bench session` (about 45 s on 2 cores, build excluded);
 //! `MESH_BENCH_QUICK=1 cargo bench -p meshd --bench session` for 1 s runs;
-//! `MESH_BENCH_CONCURRENCY=1` to run one concurrency only (e.g. under a profiler).
+//! `MESH_BENCH_CONCURRENCY=1` to run one concurrency only and `MESH_BENCH_CALLS=get,update`
+//! some calls only (echo always runs; names: check, pool-get, get-memory, get, update), e.g.
+//! under a profiler.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -27,9 +33,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use mesh_core::auth::SigningKeyPair;
-use mesh_core::config::Secret;
+use mesh_core::backend::{RedisPool, redis_pool};
+use mesh_core::config::{RedisSettings, Secret};
 use mesh_proto::mesh::session::v1 as pb;
-use mesh_testkit::bench::{self, Figures, rss_bytes};
+use mesh_testkit::bench::{self, Figures, cpu_time, rss_bytes};
 use mesh_testkit::{RedisServer, TestApp};
 use pb::session_service_client::SessionServiceClient;
 use tokio::sync::Mutex;
@@ -64,17 +71,34 @@ fn main() -> anyhow::Result<()> {
 enum Call {
     Echo,
     MeshdCheck,
+    PoolGet,
+    GetSessionMemory,
     GetSession,
     UpdateSession,
 }
 
 impl Call {
-    const ALL: [Call; 4] = [Call::Echo, Call::MeshdCheck, Call::GetSession, Call::UpdateSession];
+    const ALL: [Call; 6] =
+        [Call::Echo, Call::MeshdCheck, Call::PoolGet, Call::GetSessionMemory, Call::GetSession, Call::UpdateSession];
+
+    /// The call's name in `MESH_BENCH_CALLS`.
+    fn short(self) -> &'static str {
+        match self {
+            Call::Echo => "echo",
+            Call::MeshdCheck => "check",
+            Call::PoolGet => "pool-get",
+            Call::GetSessionMemory => "get-memory",
+            Call::GetSession => "get",
+            Call::UpdateSession => "update",
+        }
+    }
 
     fn name(self) -> &'static str {
         match self {
             Call::Echo => "echo: bare tonic health Check",
             Call::MeshdCheck => "health Check through meshd",
+            Call::PoolGet => "Redis GET via mesh's pool",
+            Call::GetSessionMemory => "GetSession (auth + memory store)",
             Call::GetSession => "GetSession (auth + Redis)",
             Call::UpdateSession => "UpdateSession (auth + CAS)",
         }
@@ -85,7 +109,10 @@ impl Call {
 struct Worker {
     echo: HealthClient<Channel>,
     meshd_health: HealthClient<Channel>,
+    redis: RedisPool,
     sessions: SessionServiceClient<Channel>,
+    memory_sessions: SessionServiceClient<Channel>,
+    memory_session_id: String,
     bearer: MetadataValue<tonic::metadata::Ascii>,
     session_id: String,
     version: i64,
@@ -105,6 +132,14 @@ impl Worker {
             }
             Call::MeshdCheck => {
                 self.meshd_health.check(HealthCheckRequest { service: String::new() }).await?;
+            }
+            Call::PoolGet => {
+                let mut connection = self.redis.get().await?;
+                let _: Option<String> = redis::cmd("GET").arg("bench:key").query_async(&mut *connection).await?;
+            }
+            Call::GetSessionMemory => {
+                let request = self.authed(pb::GetSessionRequest { session_id: self.memory_session_id.clone() });
+                self.memory_sessions.get_session(request).await?;
             }
             Call::GetSession => {
                 let request = self.authed(pb::GetSessionRequest { session_id: self.session_id.clone() });
@@ -130,6 +165,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let url = redis.url();
     let key = SigningKeyPair::generate();
+    let memory_app = TestApp::start_trusting(key.clone(), |_| {}).await?;
     let app = TestApp::start_trusting(key, move |settings| {
         settings.redis.url = Some(Secret::new(url));
         settings.redis.pool_size = 64;
@@ -141,17 +177,25 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     writeln!(report, "Session service benchmark ({COMMAND}); 2 tokio workers, load generator in-process")?;
     let only: Option<usize> = std::env::var("MESH_BENCH_CONCURRENCY").ok().and_then(|value| value.parse().ok());
     for concurrency in [1usize, 64].into_iter().filter(|c| only.is_none_or(|only| only == *c)) {
-        let workers = workers(&app, &echo_addr, concurrency).await?;
+        let pool = redis_pool(&redis.url(), &RedisSettings { pool_size: 64, ..RedisSettings::default() })?;
+        let workers = workers(&app, &memory_app, &echo_addr, &pool, concurrency).await?;
         let mut figures = Vec::new();
-        for call in Call::ALL {
+        let calls = std::env::var("MESH_BENCH_CALLS").ok();
+        for call in Call::ALL.into_iter().filter(|call| {
+            *call == Call::Echo || calls.as_deref().is_none_or(|calls| calls.split(',').any(|c| c == call.short()))
+        }) {
             eprintln!("bench: {} at concurrency {concurrency}", call.name());
-            figures.push((call, measure(&workers, call, &plan).await?));
+            figures.push((call, measure(&workers, call, &plan, redis.pid()).await?));
         }
         let requests = if concurrency == 1 { 50_000 } else { 200_000 };
         let get = bench::redis_benchmark(redis.port(), requests, concurrency, &["GET", "bench:key"]).await;
         write_table(&mut report, concurrency, &figures, &get)?;
     }
     let mut connection = redis.connection().await?;
+    let clients: String = redis::cmd("INFO").arg("stats").query_async(&mut connection).await?;
+    if let Some(line) = clients.lines().find(|line| line.starts_with("total_connections_received:")) {
+        writeln!(report, "\nRedis {line} (the pools' connections, redis-benchmark's and this one)")?;
+    }
     let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await?;
     writeln!(report, "\nRedis-side time per command (INFO commandstats):")?;
     for line in stats.lines().filter(|line| line.starts_with("cmdstat_")) {
@@ -166,6 +210,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     )?;
     println!("{report}");
     app.shutdown().await?;
+    memory_app.shutdown().await?;
     Ok(())
 }
 
@@ -185,13 +230,21 @@ async fn start_bare_echo() -> anyhow::Result<String> {
 
 /// `concurrency` workers, each with its own session and token, over at most
 /// [`CONNECTIONS`] connections per server.
-async fn workers(app: &TestApp, echo: &str, concurrency: usize) -> anyhow::Result<Vec<Arc<Mutex<Worker>>>> {
+async fn workers(
+    app: &TestApp,
+    memory_app: &TestApp,
+    echo: &str,
+    redis: &RedisPool,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Arc<Mutex<Worker>>>> {
     let connections = concurrency.min(CONNECTIONS);
     let mut echo_channels = Vec::new();
     let mut meshd_channels = Vec::new();
+    let mut memory_channels = Vec::new();
     for _ in 0..connections {
         echo_channels.push(Endpoint::from_shared(echo.to_owned())?.tcp_nodelay(true).connect().await?);
         meshd_channels.push(Endpoint::from_shared(app.url())?.tcp_nodelay(true).connect().await?);
+        memory_channels.push(Endpoint::from_shared(memory_app.url())?.tcp_nodelay(true).connect().await?);
     }
     let mut workers = Vec::new();
     for n in 0..concurrency {
@@ -202,10 +255,17 @@ async fn workers(app: &TestApp, echo: &str, concurrency: usize) -> anyhow::Resul
         let mut create = Request::new(pb::CreateSessionRequest::default());
         create.metadata_mut().insert("authorization", bearer.clone());
         let session = sessions.create_session(create).await?.into_inner().session.context("a session")?;
+        let mut memory_sessions = SessionServiceClient::new(memory_channels[n % connections].clone());
+        let mut create = Request::new(pb::CreateSessionRequest::default());
+        create.metadata_mut().insert("authorization", bearer.clone());
+        let memory_session = memory_sessions.create_session(create).await?.into_inner().session.context("a session")?;
         workers.push(Arc::new(Mutex::new(Worker {
             echo: HealthClient::new(echo_channels[n % connections].clone()),
             meshd_health: HealthClient::new(channel),
+            redis: redis.clone(),
             sessions,
+            memory_sessions,
+            memory_session_id: memory_session.session_id,
             bearer,
             session_id: session.session_id,
             version: session.version,
@@ -215,7 +275,13 @@ async fn workers(app: &TestApp, echo: &str, concurrency: usize) -> anyhow::Resul
 }
 
 /// Every worker calls `call` back to back: a warm-up, then the measured run.
-async fn measure(workers: &[Arc<Mutex<Worker>>], call: Call, plan: &Plan) -> anyhow::Result<Figures> {
+async fn measure(
+    workers: &[Arc<Mutex<Worker>>],
+    call: Call,
+    plan: &Plan,
+    redis_pid: Option<u32>,
+) -> anyhow::Result<Measured> {
+    let cpu_before = (cpu_time(None)?, redis_pid.map(|pid| cpu_time(Some(pid))).transpose()?);
     let mut tasks = Vec::new();
     for worker in workers {
         let worker = worker.clone();
@@ -224,8 +290,10 @@ async fn measure(workers: &[Arc<Mutex<Worker>>], call: Call, plan: &Plan) -> any
             let mut worker = worker.lock().await;
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
             let warm_until = Instant::now() + warmup;
+            let mut warmup_calls = 0u64;
             while Instant::now() < warm_until {
                 worker.call(call).await?;
+                warmup_calls += 1;
             }
             let started = Instant::now();
             let until = started + run;
@@ -236,58 +304,83 @@ async fn measure(workers: &[Arc<Mutex<Worker>>], call: Call, plan: &Plan) -> any
                 histogram.record(sent.elapsed().as_nanos().max(1) as u64).expect("within bounds");
                 calls += 1;
             }
-            anyhow::Ok((histogram, calls, started.elapsed()))
+            anyhow::Ok((histogram, calls, started.elapsed(), warmup_calls + calls))
         }));
     }
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let mut per_second = 0.0;
+    let mut total_calls = 0;
     for task in tasks {
-        let (histogram, calls, elapsed) = task.await??;
+        let (histogram, calls, elapsed, all_calls) = task.await??;
         all.add(&histogram)?;
         per_second += calls as f64 / elapsed.as_secs_f64();
+        total_calls += all_calls;
     }
-    Ok(Figures {
+    let per_call = |before: std::time::Duration, after: std::time::Duration| {
+        (after - before).as_secs_f64() * 1e6 / total_calls.max(1) as f64
+    };
+    let cpu_us = per_call(cpu_before.0, cpu_time(None)?);
+    let redis_cpu_us = match (cpu_before.1, redis_pid) {
+        (Some(before), Some(pid)) => Some(per_call(before, cpu_time(Some(pid))?)),
+        _ => None,
+    };
+    let figures = Figures {
         p50_us: all.value_at_quantile(0.5) as f64 / 1e3,
         p99_us: all.value_at_quantile(0.99) as f64 / 1e3,
         mean_us: all.mean() / 1e3,
         per_second,
-    })
+    };
+    Ok(Measured { figures, cpu_us, redis_cpu_us })
+}
+
+/// One call's figures and the CPU it cost, per call: this process (server and load
+/// generator together) and the Redis server.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    figures: Figures,
+    cpu_us: f64,
+    redis_cpu_us: Option<f64>,
 }
 
 fn write_table(
     out: &mut String,
     concurrency: usize,
-    figures: &[(Call, Figures)],
+    figures: &[(Call, Measured)],
     redis_get: &Result<Figures, String>,
 ) -> std::fmt::Result {
-    let echo = figures.iter().find(|(call, _)| *call == Call::Echo).map(|(_, f)| *f).expect("echo measured");
+    let echo = figures.iter().find(|(call, _)| *call == Call::Echo).map(|(_, m)| m.figures).expect("echo measured");
     writeln!(out, "\nconcurrency {concurrency}")?;
     writeln!(
         out,
-        "  {:<32} {:>9} {:>9} {:>9} {:>10} {:>13} {:>13}",
-        "call", "p50 µs", "p99 µs", "mean µs", "calls/s", "p50 vs echo", "thr vs echo"
+        "  {:<34} {:>9} {:>9} {:>9} {:>10} {:>12} {:>12} {:>9} {:>9}",
+        "call", "p50 µs", "p99 µs", "mean µs", "calls/s", "p50 vs echo", "thr vs echo", "cpu µs", "redis µs"
     )?;
-    let line = |out: &mut String, name: &str, f: &Figures| {
+    let line = |out: &mut String, name: &str, f: &Figures, cpu: Option<f64>, redis_cpu: Option<f64>| {
+        let show = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |value| format!("{value:.1}"));
         writeln!(
             out,
-            "  {:<32} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>12.2}x {:>12.0}%",
+            "  {:<34} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>11.2}x {:>11.0}% {:>9} {:>9}",
             name,
             f.p50_us,
             f.p99_us,
             f.mean_us,
             f.per_second,
             f.p50_us / echo.p50_us,
-            100.0 * f.per_second / echo.per_second
+            100.0 * f.per_second / echo.per_second,
+            show(cpu),
+            show(redis_cpu)
         )
     };
-    for (call, f) in figures {
-        line(out, call.name(), f)?;
+    for (call, measured) in figures {
+        line(out, call.name(), &measured.figures, Some(measured.cpu_us), measured.redis_cpu_us)?;
     }
     match redis_get {
         Ok(get) => {
-            line(out, "redis-benchmark GET (same Redis)", get)?;
+            line(out, "redis-benchmark GET (same Redis)", get, None, None)?;
             for call in [Call::GetSession, Call::UpdateSession] {
-                let f = figures.iter().find(|(c, _)| *c == call).map(|(_, f)| f).expect("measured");
+                let Some(f) = figures.iter().find(|(c, _)| *c == call).map(|(_, m)| m.figures) else {
+                    continue;
+                };
                 writeln!(
                     out,
                     "  {} vs Redis GET: p50 +{:.1} µs ({:.1}x), throughput {:.0}%",
@@ -300,5 +393,5 @@ fn write_table(
         }
         Err(why) => writeln!(out, "  redis-benchmark GET: {why}")?,
     }
-    Ok(())
+    writeln!(out, "  (cpu µs: CPU of this process per call, server and load generator; redis µs: redis-server's)")
 }

@@ -115,6 +115,7 @@ conformance!(
     a_created_session_can_be_read_back_and_listed,
     an_update_bumps_the_version_and_a_stale_one_conflicts,
     a_touch_slides_the_expiry_and_keeps_the_version,
+    a_get_slides_the_expiry_in_whole_read_steps,
     a_deleted_session_is_gone,
     another_tenant_or_user_sees_not_found_everywhere,
     an_idle_session_expires_and_the_cap_ends_one_touched_all_along,
@@ -167,6 +168,25 @@ async fn a_touch_slides_the_expiry_and_keeps_the_version(fixture: Fixture) {
     assert_eq!(touched.expire_time, created.create_time + Duration::from_secs(50) + IDLE);
     // Alive past the first idle expiry thanks to the touch.
     assert!(fixture.store.get("acme", "alice", &created.id, now + Duration::from_secs(100)).await.is_ok());
+}
+
+async fn a_get_slides_the_expiry_in_whole_read_steps(fixture: Fixture) {
+    let now = start_time();
+    let created = fixture.store.create("acme", "alice", Attributes::default(), None, now).await.unwrap();
+    let step = Lifetimes { idle_ttl: IDLE, max_lifetime: MAX }.read_slide_step();
+    // Within a step: nothing is written, the expiry stays.
+    let read = fixture.store.get("acme", "alice", &created.id, now + step / 2).await.unwrap();
+    assert_eq!(read.expire_time, created.expire_time);
+    let peeked = fixture.store.peek("acme", "alice", &created.id, now + step / 2).await.unwrap();
+    assert_eq!(peeked.expire_time, created.expire_time);
+    // A whole step later: the expiry slides to the read's time plus the idle TTL, and stays.
+    let later = now + step * 3;
+    let read = fixture.store.get("acme", "alice", &created.id, later).await.unwrap();
+    assert_eq!(read.expire_time, created.create_time + step * 3 + IDLE);
+    assert_eq!(fixture.store.peek("acme", "alice", &created.id, later).await.unwrap().expire_time, read.expire_time);
+    assert_eq!((read.version, read.update_time), (created.version, created.update_time));
+    // Alive past the first idle expiry thanks to the reads.
+    assert!(fixture.store.get("acme", "alice", &created.id, created.expire_time + step).await.is_ok());
 }
 
 async fn a_deleted_session_is_gone(fixture: Fixture) {

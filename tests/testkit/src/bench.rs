@@ -1,5 +1,5 @@
-//! Helpers the benchmarks share: the `redis-benchmark` reference run and this process's
-//! resident memory.
+//! Helpers the benchmarks share: the `redis-benchmark` reference run, resident memory and
+//! CPU time of processes.
 
 use anyhow::{Context, anyhow};
 
@@ -76,6 +76,25 @@ pub fn rss_bytes() -> anyhow::Result<u64> {
     Ok(pages * 4096)
 }
 
+/// CPU time (user + system) process `pid` (this process if `None`) has used so far, from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms: measure runs of seconds, not single calls).
+pub fn cpu_time(pid: Option<u32>) -> anyhow::Result<std::time::Duration> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    parse_cpu_ticks(&stat)
+        .map(|ticks| std::time::Duration::from_millis(ticks * 10))
+        .ok_or_else(|| anyhow!("unexpected {path}: {stat:?}"))
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line; the command name (field
+/// 2) is in parentheses and may hold spaces, so fields are counted after its `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +105,12 @@ mod tests {
         let figures = parse_redis_benchmark_csv(csv).unwrap();
         assert_eq!(figures.per_second, 50_000.0);
         assert!((figures.p50_us - 15.0).abs() < 1e-9 && (figures.p99_us - 47.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cpu_ticks_are_user_plus_system_even_with_spaces_in_the_name() {
+        let stat = "42 (tokio rt) S 1 42 42 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 3 0 100 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(281));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
     }
 }

@@ -121,6 +121,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The process id of the running server (`None` while stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// The socket address, `127.0.0.1:PORT`.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))

@@ -6,6 +6,12 @@
 //! `expire_time` back (a touch handled by an instance whose clock is a little behind must not
 //! shorten a session) and never past the cap, so a session touched all along still ends at
 //! `max_expire_time`.
+//!
+//! A read (GetSession) is activity too, but it moves the stored expiry only in steps of
+//! [`Lifetimes::read_slide_step`] (1 s, or 1/100 of the idle TTL if that is less): a session
+//! read many times a second is written at most once a second, and its expiry is never more
+//! than one step short of `last_read + idle_ttl`. Writes (TouchSession, UpdateSession)
+//! always slide exactly.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +20,9 @@ use serde::{Deserialize, Serialize};
 /// Largest accepted `max_lifetime` (and so `idle_ttl`): 366 days. It keeps every deadline
 /// far from the limits of timestamps and millisecond TTLs.
 pub const MAX_LIFETIME_LIMIT: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// The most a read leaves the stored idle expiry behind (see the module docs).
+const READ_SLIDE_STEP_LIMIT: Duration = Duration::from_secs(1);
 
 /// The idle TTL and the absolute lifetime of sessions (server configuration, durations in
 /// humantime form such as `"1h"`).
@@ -63,6 +72,19 @@ impl Lifetimes {
     /// forward to [`idle_expire_time`](Self::idle_expire_time), never back, never past the cap.
     pub fn slide(&self, current: SystemTime, now: SystemTime, max_expire_time: SystemTime) -> SystemTime {
         self.idle_expire_time(now, max_expire_time).max(current).min(max_expire_time)
+    }
+
+    /// The least a read moves the stored idle expiry: 1 s, or 1/100 of the idle TTL if less.
+    pub fn read_slide_step(&self) -> Duration {
+        (self.idle_ttl / 100).min(READ_SLIDE_STEP_LIMIT)
+    }
+
+    /// The idle expiry after a read at `now`: [`slide`](Self::slide) when that moves it by at
+    /// least [`read_slide_step`](Self::read_slide_step), else `current` (nothing to write).
+    pub fn slide_on_read(&self, current: SystemTime, now: SystemTime, max_expire_time: SystemTime) -> SystemTime {
+        let slid = self.slide(current, now, max_expire_time);
+        let moved = slid.duration_since(current).unwrap_or_default();
+        if moved >= self.read_slide_step() { slid } else { current }
     }
 }
 
@@ -118,6 +140,21 @@ mod tests {
         let rules = lifetimes(60, 600);
         let cap = rules.max_expire_time(at(0));
         assert_eq!(rules.slide(at(100), at(20), cap), at(100));
+    }
+
+    #[test]
+    fn a_read_slides_only_by_whole_steps() {
+        let rules = lifetimes(3600, 8 * 3600);
+        assert_eq!(rules.read_slide_step(), Duration::from_secs(1));
+        let cap = rules.max_expire_time(at(0));
+        let current = rules.idle_expire_time(at(0), cap);
+        let just_under = at(1) - Duration::from_millis(1);
+        assert_eq!(rules.slide_on_read(current, just_under, cap), current);
+        assert_eq!(rules.slide_on_read(current, at(1), cap), at(3601));
+        // Short idle TTLs read-slide in 1/100 of the TTL.
+        assert_eq!(lifetimes(2, 4).read_slide_step(), Duration::from_millis(20));
+        // Never past the cap, never back.
+        assert_eq!(rules.slide_on_read(at(8 * 3600), at(8 * 3600 - 10), cap), cap);
     }
 
     #[test]

@@ -64,10 +64,16 @@ impl Session {
         now >= self.expire_time || now >= self.max_expire_time
     }
 
-    /// The session after activity at `now` (GetSession, TouchSession): the idle expiry slides,
-    /// nothing else changes.
+    /// The session after TouchSession at `now`: the idle expiry slides, nothing else changes.
     pub fn touched(mut self, now: SystemTime, lifetimes: &Lifetimes) -> Self {
         self.expire_time = lifetimes.slide(self.expire_time, now, self.max_expire_time);
+        self
+    }
+
+    /// The session after GetSession at `now`: the idle expiry slides by whole read steps
+    /// ([`Lifetimes::slide_on_read`]), nothing else changes.
+    pub fn read(mut self, now: SystemTime, lifetimes: &Lifetimes) -> Self {
+        self.expire_time = lifetimes.slide_on_read(self.expire_time, now, self.max_expire_time);
         self
     }
 

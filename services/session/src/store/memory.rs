@@ -126,7 +126,7 @@ impl SessionStore for MemoryStore {
             let now = truncate_to_millis(now);
             let mut owners = self.owners.lock().await;
             let session = live(owners.get_mut(&owner(tenant, user)), id, now)?;
-            *session = session.clone().touched(now, &self.lifetimes);
+            *session = session.clone().read(now, &self.lifetimes);
             Ok(session.clone())
         })
     }

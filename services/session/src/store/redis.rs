@@ -259,6 +259,39 @@ impl RedisStore {
         self.pool.get().await.map_err(|error| SessionError::Unavailable(format!("no redis connection: {error}")))
     }
 
+    /// The caller's session `id` as stored, if it is alive at `now`: one HMGET, no script.
+    async fn load_live(
+        &self,
+        tenant: &str,
+        user: &str,
+        id: &SessionId,
+        now: SystemTime,
+    ) -> Result<Session, SessionError> {
+        let key = OwnerKeys::new(tenant, user).session(id);
+        let fields: StoredFields = {
+            let mut connection = self.connection().await?;
+            redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&["user", "version", "attributes", "create", "update", "expire", "max_expire"])
+                .query_async(&mut *connection)
+                .await
+                .map_err(unavailable)?
+        };
+        let (Some(owner), Some(version), Some(attributes), Some(create), Some(update), Some(expire), Some(max)) =
+            fields
+        else {
+            return Err(SessionError::NotFound);
+        };
+        if owner != user {
+            return Err(SessionError::NotFound);
+        }
+        let session = stored_session((version, attributes, create, update, expire, max), tenant, user, id)?;
+        if session.is_expired(now) {
+            return Err(SessionError::NotFound);
+        }
+        Ok(session)
+    }
+
     /// Ends one due entry of the expiry index; whether this call ended the session.
     async fn expire_member(&self, shard: u32, member: &str, now: SystemTime) -> Result<bool, SessionError> {
         let Some((tenant, user, id)) = parse_expiry_member(member) else {
@@ -399,7 +432,13 @@ impl SessionStore for RedisStore {
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Session, SessionError>> {
         Box::pin(async move {
+            // The hot path: one HMGET, and the get script (which slides the expiry) only when
+            // the read moves it by a whole step, at most once a second per session.
             let now = truncate_to_millis(now);
+            let session = self.load_live(tenant, user, id, now).await?;
+            if self.lifetimes.slide_on_read(session.expire_time, now, session.max_expire_time) == session.expire_time {
+                return Ok(session);
+            }
             let invocation = self.prepare_quiet(&self.scripts.get, tenant, user, id, now);
             let reply: Option<Reply> = self.invoke(&invocation).await?;
             session_of(reply, tenant, user, id)
@@ -413,31 +452,7 @@ impl SessionStore for RedisStore {
         id: &'a SessionId,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Session, SessionError>> {
-        Box::pin(async move {
-            let now = truncate_to_millis(now);
-            let key = OwnerKeys::new(tenant, user).session(id);
-            let mut connection = self.connection().await?;
-            let fields: StoredFields = redis::cmd("HMGET")
-                .arg(&key)
-                .arg(&["user", "version", "attributes", "create", "update", "expire", "max_expire"])
-                .query_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
-            drop(connection);
-            let (Some(owner), Some(version), Some(attributes), Some(create), Some(update), Some(expire), Some(max)) =
-                fields
-            else {
-                return Err(SessionError::NotFound);
-            };
-            if owner != user {
-                return Err(SessionError::NotFound);
-            }
-            let session = stored_session((version, attributes, create, update, expire, max), tenant, user, id)?;
-            if session.is_expired(now) {
-                return Err(SessionError::NotFound);
-            }
-            Ok(session)
-        })
+        Box::pin(async move { self.load_live(tenant, user, id, truncate_to_millis(now)).await })
     }
 
     fn owner_of<'a>(
