@@ -395,6 +395,56 @@ async fn oversized_payloads_and_bad_names_are_refused(backend: Backend) {
     assert_eq!(jobs.stats(&queue, "workers").await.unwrap().ready, 1);
 }
 
+async fn a_batch_worker_acks_its_successes_together_and_retries_only_the_failed_job(backend: Backend) {
+    let jobs = backend.queue(|_| {});
+    let queue = queue_name();
+    let ids: Vec<JobId> = (0..12).map(|_| JobId::random()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        jobs.enqueue(&queue, id, Bytes::from(format!("job {n}"))).await.unwrap();
+    }
+    // Job "job 3" fails on its first attempt; every other job succeeds at once. The handler
+    // answers one result fewer than it got for its first batch: that job counts as failed.
+    let batches = Arc::new(Mutex::new(Vec::<Vec<Job>>::new()));
+    let recorded = batches.clone();
+    let handler = move |batch: Vec<Job>| {
+        let recorded = recorded.clone();
+        async move {
+            let first = recorded.lock().unwrap().is_empty();
+            let mut results: Vec<Result<(), String>> = batch
+                .iter()
+                .map(|job| if &job.payload[..] == b"job 3" && job.attempt == 1 { Err("no".into()) } else { Ok(()) })
+                .collect();
+            if first {
+                results.pop();
+            }
+            recorded.lock().unwrap().push(batch);
+            results
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(jobs.clone(), queue.clone(), "workers", "batcher")
+        .with_batch(8)
+        .with_block_for(Duration::from_millis(50));
+    let task = tokio::spawn(worker.run_batches(handler, shutdown.clone()));
+    eventually("every job is done", || async {
+        (jobs.stats(&queue, "workers").await.unwrap().depth() == 0).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+
+    let batches = batches.lock().unwrap().clone();
+    assert!(batches[0].len() > 1, "jobs arrive in batches: {:?}", batches.iter().map(Vec::len).collect::<Vec<_>>());
+    let unanswered = batches[0].last().unwrap().id.clone();
+    let handled: Vec<(JobId, u32)> = batches.iter().flatten().map(|job| (job.id.clone(), job.attempt)).collect();
+    for id in &ids {
+        let attempts: Vec<u32> = handled.iter().filter(|(job, _)| job == id).map(|(_, attempt)| *attempt).collect();
+        let expected: &[u32] = if *id == ids[3] || *id == unanswered { &[1, 2] } else { &[1] };
+        assert_eq!(attempts, expected, "attempts of {id:?}");
+    }
+    assert_eq!(jobs.stats(&queue, "workers").await.unwrap().dead, 0);
+}
+
 // ---------------------------------------------------------------------------------------
 // Each check against each implementation.
 
@@ -569,4 +619,14 @@ async fn redis_another_script_enqueues_atomically_with_its_own_write() {
     assert_eq!(claimed.len(), 1);
     assert_eq!((claimed[0].job.id.as_str(), &claimed[0].job.payload[..]), (id.as_str(), &b"audit event"[..]));
     assert_eq!(claimed[0].job.attempt, 1);
+}
+
+#[tokio::test]
+async fn memory_a_batch_worker_acks_its_successes_together_and_retries_only_the_failed_job() {
+    a_batch_worker_acks_its_successes_together_and_retries_only_the_failed_job(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn redis_a_batch_worker_acks_its_successes_together_and_retries_only_the_failed_job() {
+    a_batch_worker_acks_its_successes_together_and_retries_only_the_failed_job(Backend::redis().await).await;
 }

@@ -392,22 +392,35 @@ async fn the_audit_worker_writes_enqueued_events_to_the_sink() {
 }
 
 #[tokio::test]
-async fn a_job_that_is_not_an_audit_event_is_dead_lettered() {
+async fn a_job_that_is_not_an_audit_event_is_dead_lettered_and_its_batch_is_written() {
     let jobs = fast_queue();
     let sink = Arc::new(MemoryAuditSink::default());
-    let (shutdown, task) = spawn_worker(&jobs, sink.clone());
+    // Enqueued before the worker starts, so the bad job arrives in one batch with the others.
+    let enqueued = events(6);
+    for event in &enqueued[..3] {
+        enqueue_audit(&*jobs, event).await.unwrap();
+    }
     let id = mesh_core::jobs::JobId::random();
     jobs.enqueue(&audit_queue(), &id, bytes::Bytes::from_static(b"not json")).await.unwrap();
+    for event in &enqueued[3..] {
+        enqueue_audit(&*jobs, event).await.unwrap();
+    }
+    let (shutdown, task) = spawn_worker(&jobs, sink.clone());
 
     let dead = eventually("the job is dead-lettered", || async {
         let dead = jobs.dead_letters(&audit_queue(), 10).await.unwrap();
         (!dead.is_empty()).then_some(dead)
     })
     .await;
+    eventually("the queue is drained", || async {
+        (jobs.stats(&audit_queue(), AUDIT_GROUP).await.unwrap().depth() == 0).then_some(())
+    })
+    .await;
     stop_worker(shutdown, task).await;
+    assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].job.id, id);
     assert!(dead[0].error.contains("not an audit event"), "{}", dead[0].error);
-    assert_eq!(sink.count().await.unwrap(), 0);
+    assert_eq!(sink.events(), enqueued, "the batch's good events are written once each");
 }
 
 /// Waits until PostgreSQL holds exactly the ids of `expected`, each once.

@@ -109,14 +109,20 @@ impl JobQueue for MemoryJobQueue {
     }
 
     fn ack<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), JobError>> {
+        self.ack_all(std::slice::from_ref(delivery))
+    }
+
+    fn ack_all<'a>(&'a self, deliveries: &'a [Delivery]) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let Ok(seq) = delivery.entry.parse::<u64>() else { return Ok(()) };
             let mut queues = self.queues();
-            let Some(state) = queues.get_mut(&delivery.job.queue) else { return Ok(()) };
-            if let Some(group) = state.groups.get_mut(&delivery.group) {
-                group.in_flight.remove(&seq);
+            for delivery in deliveries {
+                let Ok(seq) = delivery.entry.parse::<u64>() else { continue };
+                let Some(state) = queues.get_mut(&delivery.job.queue) else { continue };
+                if let Some(group) = state.groups.get_mut(&delivery.group) {
+                    group.in_flight.remove(&seq);
+                }
+                state.trim();
             }
-            state.trim();
             Ok(())
         })
     }

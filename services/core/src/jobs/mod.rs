@@ -225,6 +225,10 @@ pub trait JobQueue: Send + Sync + 'static {
     /// finishes the job (the other consumer's run is the duplicate).
     fn ack<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), JobError>>;
 
+    /// Marks every delivery of `deliveries` done, as [`ack`](Self::ack) does, in one round
+    /// trip per (queue, group) among them: what a worker that handles a batch at once calls.
+    fn ack_all<'a>(&'a self, deliveries: &'a [Delivery]) -> BoxFuture<'a, Result<(), JobError>>;
+
     /// Records that the delivery failed with `error`: the job is retried after a backoff,
     /// or dead-lettered after its last attempt.
     fn fail<'a>(&'a self, delivery: &'a Delivery, error: String) -> BoxFuture<'a, Result<FailOutcome, JobError>>;

@@ -212,18 +212,36 @@ impl JobQueue for RedisJobQueue {
     }
 
     fn ack<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), JobError>> {
+        self.ack_all(std::slice::from_ref(delivery))
+    }
+
+    fn ack_all<'a>(&'a self, deliveries: &'a [Delivery]) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let keys = QueueKeys::new(&delivery.job.queue, &delivery.group);
+            // One script per (queue, group): its entries are acked together, trimmed once.
+            let mut groups: Vec<(&QueueName, &str, Vec<&str>)> = Vec::new();
+            for delivery in deliveries {
+                let (queue, group) = (&delivery.job.queue, delivery.group.as_str());
+                match groups.iter_mut().find(|(q, g, _)| *q == queue && *g == group) {
+                    Some((_, _, entries)) => entries.push(&delivery.entry),
+                    None => groups.push((queue, group, vec![&delivery.entry])),
+                }
+            }
+            if groups.is_empty() {
+                return Ok(());
+            }
             let mut connection = self.connection().await?;
-            let _: i64 = self
-                .scripts
-                .ack
-                .key(&keys.stream)
-                .arg(&delivery.group)
-                .arg(&delivery.entry)
-                .invoke_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
+            for (queue, group, entries) in groups {
+                let keys = QueueKeys::new(queue, group);
+                let _: i64 = self
+                    .scripts
+                    .ack
+                    .key(&keys.stream)
+                    .arg(group)
+                    .arg(entries)
+                    .invoke_async(&mut *connection)
+                    .await
+                    .map_err(unavailable)?;
+            }
             Ok(())
         })
     }

@@ -1,6 +1,7 @@
 //! [`Worker`]: what a service runs to consume a queue. It claims jobs for one consumer of
-//! a group, runs a handler on each, acks on `Ok`, fails on `Err` (the queue retries with
-//! backoff, then dead-letters), and stops when its cancellation token fires.
+//! a group, runs a handler on each (or on each claimed batch), acks on `Ok`, fails on `Err`
+//! (the queue retries with backoff, then dead-letters), and stops when its cancellation
+//! token fires.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -84,26 +85,52 @@ impl Worker {
         F: Future<Output = Result<(), String>> + Send,
     {
         let mut pause = BACKEND_PAUSE_MIN;
+        while let Some(deliveries) = self.next_batch(&shutdown, &mut pause).await {
+            for delivery in deliveries {
+                self.handle(&handler, delivery).await;
+            }
+        }
+    }
+
+    /// Like [`run`](Self::run), but hands each claimed batch to `handler` at once (one sink
+    /// write for many jobs, say). The handler answers one result per job, in order: the
+    /// jobs that succeeded are acked together ([`JobQueue::ack_all`]), each failed one
+    /// fails on its own (a job missing from the answer counts as failed).
+    pub async fn run_batches<H, F>(self, handler: H, shutdown: CancellationToken)
+    where
+        H: Fn(Vec<Job>) -> F + Send + Sync,
+        F: Future<Output = Vec<Result<(), String>>> + Send,
+    {
+        let mut pause = BACKEND_PAUSE_MIN;
+        while let Some(deliveries) = self.next_batch(&shutdown, &mut pause).await {
+            self.handle_batch(&handler, deliveries).await;
+        }
+    }
+
+    /// The next claimed batch (never empty), or `None` once `shutdown` is cancelled. Backend
+    /// failures are logged and retried after `pause`, which doubles per failure up to
+    /// [`BACKEND_PAUSE_MAX`] and resets on success.
+    async fn next_batch(&self, shutdown: &CancellationToken, pause: &mut Duration) -> Option<Vec<Delivery>> {
         loop {
             let claimed = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return None,
                 claimed = self.jobs.claim(&self.queue, &self.group, &self.consumer, self.batch, self.block_for) => claimed,
             };
             match claimed {
                 Ok(deliveries) => {
-                    pause = BACKEND_PAUSE_MIN;
-                    for delivery in deliveries {
-                        self.handle(&handler, delivery).await;
+                    *pause = BACKEND_PAUSE_MIN;
+                    if !deliveries.is_empty() {
+                        return Some(deliveries);
                     }
                 }
                 Err(error) => {
                     tracing::warn!(queue = %self.queue, consumer = %self.consumer, %error, "failed to claim jobs");
                     tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(*pause) => {}
                     }
-                    pause = (pause * 2).min(BACKEND_PAUSE_MAX);
+                    *pause = (*pause * 2).min(BACKEND_PAUSE_MAX);
                 }
             }
         }
@@ -122,30 +149,64 @@ impl Worker {
         );
         async {
             match handler(delivery.job.clone()).await {
-                Ok(()) => {
-                    if let Err(error) = self.jobs.ack(&delivery).await {
-                        // The job is done but still pending: it runs again after the
-                        // visibility timeout, which idempotent handlers tolerate.
-                        tracing::warn!(%error, "failed to acknowledge a finished job");
-                    }
-                }
-                Err(failure) => match self.jobs.fail(&delivery, failure.clone()).await {
-                    Ok(FailOutcome::Retrying { next_attempt, delay }) => {
-                        tracing::info!(error = %failure, next_attempt, ?delay, "job failed, retrying");
-                    }
-                    Ok(FailOutcome::DeadLettered) => {
-                        tracing::error!(error = %failure, "job failed its last attempt, dead-lettered");
-                    }
-                    Ok(FailOutcome::Stale) => {
-                        tracing::warn!(error = %failure, "job failed after another consumer reclaimed it");
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, job_error = %failure, "failed to record a job failure");
-                    }
-                },
+                Ok(()) => self.ack(std::slice::from_ref(&delivery)).await,
+                Err(failure) => self.fail(&delivery, failure).await,
             }
         }
         .instrument(span)
         .await
+    }
+
+    async fn handle_batch<H, F>(&self, handler: &H, deliveries: Vec<Delivery>)
+    where
+        H: Fn(Vec<Job>) -> F + Send + Sync,
+        F: Future<Output = Vec<Result<(), String>>> + Send,
+    {
+        let span = tracing::info_span!("jobs", queue = %self.queue, count = deliveries.len());
+        async {
+            let results = handler(deliveries.iter().map(|delivery| delivery.job.clone()).collect()).await;
+            let results = results.into_iter().map(Some).chain(std::iter::repeat(None));
+            let mut done = Vec::with_capacity(deliveries.len());
+            for (delivery, result) in deliveries.into_iter().zip(results) {
+                match result {
+                    Some(Ok(())) => done.push(delivery),
+                    Some(Err(failure)) => self.fail(&delivery, failure).await,
+                    None => self.fail(&delivery, "the batch handler gave no result for this job".into()).await,
+                }
+            }
+            self.ack(&done).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Acks finished deliveries; a failure is logged only.
+    async fn ack(&self, done: &[Delivery]) {
+        if done.is_empty() {
+            return;
+        }
+        if let Err(error) = self.jobs.ack_all(done).await {
+            // The jobs are done but still pending: they run again after the visibility
+            // timeout, which idempotent handlers tolerate.
+            tracing::warn!(%error, jobs = done.len(), "failed to acknowledge finished jobs");
+        }
+    }
+
+    /// Records a failed delivery: retried after a backoff, or dead-lettered.
+    async fn fail(&self, delivery: &Delivery, failure: String) {
+        match self.jobs.fail(delivery, failure.clone()).await {
+            Ok(FailOutcome::Retrying { next_attempt, delay }) => {
+                tracing::info!(id = %delivery.job.id, error = %failure, next_attempt, ?delay, "job failed, retrying");
+            }
+            Ok(FailOutcome::DeadLettered) => {
+                tracing::error!(id = %delivery.job.id, error = %failure, "job failed its last attempt, dead-lettered");
+            }
+            Ok(FailOutcome::Stale) => {
+                tracing::warn!(id = %delivery.job.id, error = %failure, "job failed after another consumer reclaimed it");
+            }
+            Err(error) => {
+                tracing::warn!(id = %delivery.job.id, %error, job_error = %failure, "failed to record a job failure");
+            }
+        }
     }
 }

@@ -131,12 +131,12 @@ impl AuditWorker {
                 .with_block_for(self.block_for);
             let sink = self.sink.clone();
             let seen_outage = outage.clone();
-            let handler = move |job: Job| {
+            let handler = move |jobs: Vec<Job>| {
                 let sink = sink.clone();
                 let outage = seen_outage.clone();
-                async move { write_event(&*sink, &job, &outage).await }
+                async move { write_events(&*sink, &jobs, &outage).await }
             };
-            worker.run(handler, outage).await;
+            worker.run_batches(handler, outage).await;
             if shutdown.is_cancelled() {
                 return;
             }
@@ -165,24 +165,34 @@ impl AuditWorker {
     }
 }
 
-/// The handler of one audit job: decode, append. An unavailable sink cancels `outage`,
-/// which stops the worker from claiming more; jobs of the same batch then fail without
-/// trying (they are retried once the sink is back).
-async fn write_event(sink: &dyn AuditSink, job: &Job, outage: &CancellationToken) -> Result<(), String> {
+/// The handler of a claimed batch of audit jobs: decode each, append the events in one
+/// write (one transaction, one fsync). A job that holds no audit event fails on its own (and
+/// ends in the dead letters); the others share the append's outcome. An unavailable sink
+/// cancels `outage`, which stops the worker from claiming more (the batch is retried once
+/// the sink is back).
+async fn write_events(sink: &dyn AuditSink, jobs: &[Job], outage: &CancellationToken) -> Vec<Result<(), String>> {
     if outage.is_cancelled() {
-        return Err("audit sink unavailable".into());
+        return jobs.iter().map(|_| Err("audit sink unavailable".to_owned())).collect();
     }
-    let event = AuditEvent::from_json(&job.payload).map_err(|error| {
-        tracing::error!(%error, job = %job.id, "an audit job does not hold an audit event");
-        format!("not an audit event: {error}")
-    })?;
-    match sink.append(std::slice::from_ref(&event)).await {
-        Ok(()) => Ok(()),
-        Err(error) => {
+    let decoded: Vec<Result<AuditEvent, String>> = jobs
+        .iter()
+        .map(|job| {
+            AuditEvent::from_json(&job.payload).map_err(|error| {
+                tracing::error!(%error, job = %job.id, "an audit job does not hold an audit event");
+                format!("not an audit event: {error}")
+            })
+        })
+        .collect();
+    let events: Vec<AuditEvent> = decoded.iter().filter_map(|event| event.as_ref().ok().cloned()).collect();
+    let appended = if events.is_empty() {
+        Ok(())
+    } else {
+        sink.append(&events).await.map_err(|error| {
             if error.is_unavailable() {
                 outage.cancel();
             }
-            Err(error.to_string())
-        }
-    }
+            error.to_string()
+        })
+    };
+    decoded.into_iter().map(|event| event.and(appended.clone())).collect()
 }
