@@ -30,6 +30,7 @@ pub struct Worker {
     consumer: String,
     batch: usize,
     block_for: Duration,
+    linger: Duration,
 }
 
 impl std::fmt::Debug for Worker {
@@ -40,6 +41,7 @@ impl std::fmt::Debug for Worker {
             .field("consumer", &self.consumer)
             .field("batch", &self.batch)
             .field("block_for", &self.block_for)
+            .field("linger", &self.linger)
             .finish_non_exhaustive()
     }
 }
@@ -60,6 +62,7 @@ impl Worker {
             consumer: consumer.into(),
             batch: 1,
             block_for: Duration::from_secs(1),
+            linger: Duration::ZERO,
         }
     }
 
@@ -67,6 +70,14 @@ impl Worker {
     /// after the other, so the last must still finish within the visibility timeout.
     pub fn with_batch(mut self, batch: usize) -> Self {
         self.batch = batch.max(1);
+        self
+    }
+
+    /// After a batch that was not full, wait `linger` before the next claim (default none),
+    /// so that under a steady trickle of jobs the batches fill up: fewer round trips per
+    /// job, each job handled up to `linger` later.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -85,7 +96,9 @@ impl Worker {
         F: Future<Output = Result<(), String>> + Send,
     {
         let mut pause = BACKEND_PAUSE_MIN;
-        while let Some(deliveries) = self.next_batch(&shutdown, &mut pause).await {
+        let mut previous = None;
+        while let Some(deliveries) = self.next_batch(&shutdown, &mut pause, previous).await {
+            previous = Some(deliveries.len());
             for delivery in deliveries {
                 self.handle(&handler, delivery).await;
             }
@@ -102,15 +115,29 @@ impl Worker {
         F: Future<Output = Vec<Result<(), String>>> + Send,
     {
         let mut pause = BACKEND_PAUSE_MIN;
-        while let Some(deliveries) = self.next_batch(&shutdown, &mut pause).await {
+        let mut previous = None;
+        while let Some(deliveries) = self.next_batch(&shutdown, &mut pause, previous).await {
+            previous = Some(deliveries.len());
             self.handle_batch(&handler, deliveries).await;
         }
     }
 
-    /// The next claimed batch (never empty), or `None` once `shutdown` is cancelled. Backend
-    /// failures are logged and retried after `pause`, which doubles per failure up to
+    /// The next claimed batch (never empty), or `None` once `shutdown` is cancelled; after a
+    /// `previous` batch that was not full, the linger comes first. Backend failures are
+    /// logged and retried after `pause`, which doubles per failure up to
     /// [`BACKEND_PAUSE_MAX`] and resets on success.
-    async fn next_batch(&self, shutdown: &CancellationToken, pause: &mut Duration) -> Option<Vec<Delivery>> {
+    async fn next_batch(
+        &self,
+        shutdown: &CancellationToken,
+        pause: &mut Duration,
+        previous: Option<usize>,
+    ) -> Option<Vec<Delivery>> {
+        if !self.linger.is_zero() && previous.is_some_and(|len| len < self.batch) {
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(self.linger) => {}
+            }
+        }
         loop {
             let claimed = tokio::select! {
                 biased;

@@ -64,18 +64,23 @@ impl std::fmt::Debug for AuditWorker {
     }
 }
 
+/// How long the audit worker waits after a batch that was not full before it claims again.
+const AUDIT_LINGER: Duration = Duration::from_millis(10);
+
 impl AuditWorker {
     /// A worker that appends the events of `jobs`' audit queue ([`AUDIT_QUEUE`]) to `sink`,
     /// as `consumer` (unique per process and worker, e.g. `meshd-<host>-audit-1`). It claims
-    /// up to 16 jobs at a time, waits up to 1 s per claim, and pauses 100 ms to 5 s between
-    /// checks of a sink that is down.
+    /// up to 64 jobs at a time and writes them in one append, lingers 10 ms after a batch
+    /// that was not full (so a steady trickle of changes is written in batches too: an event
+    /// reaches the sink up to 10 ms later, for a fraction of the round trips), waits up to
+    /// 1 s per claim, and pauses 100 ms to 5 s between checks of a sink that is down.
     pub fn new(jobs: Arc<dyn JobQueue>, sink: Arc<dyn AuditSink>, consumer: impl Into<String>) -> Self {
         Self {
             jobs,
             queues: vec![audit_queue()],
             sink,
             consumer: consumer.into(),
-            batch: 16,
+            batch: 64,
             block_for: Duration::from_secs(1),
             pause_min: Duration::from_millis(100),
             pause_max: Duration::from_secs(5),
@@ -128,7 +133,8 @@ impl AuditWorker {
             let outage = shutdown.child_token();
             let worker = Worker::new(self.jobs.clone(), queue.clone(), AUDIT_GROUP, self.consumer.clone())
                 .with_batch(self.batch)
-                .with_block_for(self.block_for);
+                .with_block_for(self.block_for)
+                .with_linger(AUDIT_LINGER);
             let sink = self.sink.clone();
             let seen_outage = outage.clone();
             let handler = move |jobs: Vec<Job>| {
