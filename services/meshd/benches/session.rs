@@ -5,6 +5,8 @@
 //!
 //! - meshd in-process on Redis (`TestApp`, release build), called through the generated
 //!   client with a verified access token on every call (auth included);
+//! - a bare tonic server whose `Check` does one Redis GET through a mesh pool (the design's
+//!   "handler doing one Redis GET");
 //! - the same meshd on its memory store (GetSession without Redis: the service's own cost);
 //! - the reference: a bare tonic server on its own port with only grpc.health.v1, whose
 //!   `Check` is the "echo" call (no layers, no auth, no backend), and the same `Check`
@@ -23,7 +25,8 @@
 //! Run: `cargo bench -p meshd --bench session` (about 45 s on 2 cores, build excluded);
 //! `MESH_BENCH_QUICK=1 cargo bench -p meshd --bench session` for 1 s runs;
 //! `MESH_BENCH_CONCURRENCY=1` to run one concurrency only and `MESH_BENCH_CALLS=get,update`
-//! some calls only (echo always runs; names: check, pool-get, get-memory, get, update), e.g.
+//! some calls only (echo always runs; names: check, pool-get, echo-redis, get-memory, get,
+//! update), e.g.
 //! under a profiler.
 
 use std::fmt::Write as _;
@@ -43,8 +46,10 @@ use tokio::sync::Mutex;
 use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint, Server};
-use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 const COMMAND: &str = "cargo bench -p meshd --bench session";
 /// HTTP/2 connections the 64 workers share.
@@ -72,14 +77,22 @@ enum Call {
     Echo,
     MeshdCheck,
     PoolGet,
+    EchoRedis,
     GetSessionMemory,
     GetSession,
     UpdateSession,
 }
 
 impl Call {
-    const ALL: [Call; 6] =
-        [Call::Echo, Call::MeshdCheck, Call::PoolGet, Call::GetSessionMemory, Call::GetSession, Call::UpdateSession];
+    const ALL: [Call; 7] = [
+        Call::Echo,
+        Call::MeshdCheck,
+        Call::PoolGet,
+        Call::EchoRedis,
+        Call::GetSessionMemory,
+        Call::GetSession,
+        Call::UpdateSession,
+    ];
 
     /// The call's name in `MESH_BENCH_CALLS`.
     fn short(self) -> &'static str {
@@ -87,6 +100,7 @@ impl Call {
             Call::Echo => "echo",
             Call::MeshdCheck => "check",
             Call::PoolGet => "pool-get",
+            Call::EchoRedis => "echo-redis",
             Call::GetSessionMemory => "get-memory",
             Call::GetSession => "get",
             Call::UpdateSession => "update",
@@ -98,6 +112,7 @@ impl Call {
             Call::Echo => "echo: bare tonic health Check",
             Call::MeshdCheck => "health Check through meshd",
             Call::PoolGet => "Redis GET via mesh's pool",
+            Call::EchoRedis => "bare tonic Check + one Redis GET",
             Call::GetSessionMemory => "GetSession (auth + memory store)",
             Call::GetSession => "GetSession (auth + Redis)",
             Call::UpdateSession => "UpdateSession (auth + CAS)",
@@ -108,6 +123,7 @@ impl Call {
 /// What one worker calls with.
 struct Worker {
     echo: HealthClient<Channel>,
+    echo_redis: HealthClient<Channel>,
     meshd_health: HealthClient<Channel>,
     redis: RedisPool,
     sessions: SessionServiceClient<Channel>,
@@ -129,6 +145,9 @@ impl Worker {
         match call {
             Call::Echo => {
                 self.echo.check(HealthCheckRequest { service: String::new() }).await?;
+            }
+            Call::EchoRedis => {
+                self.echo_redis.check(HealthCheckRequest { service: String::new() }).await?;
             }
             Call::MeshdCheck => {
                 self.meshd_health.check(HealthCheckRequest { service: String::new() }).await?;
@@ -172,13 +191,15 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     })
     .await?;
     let echo_addr = start_bare_echo().await?;
+    let echo_redis_pool = redis_pool(&redis.url(), &RedisSettings { pool_size: 64, ..RedisSettings::default() })?;
+    let echo_redis_addr = start_bare_redis_check(echo_redis_pool).await?;
 
     let mut report = String::new();
     writeln!(report, "Session service benchmark ({COMMAND}); 2 tokio workers, load generator in-process")?;
     let only: Option<usize> = std::env::var("MESH_BENCH_CONCURRENCY").ok().and_then(|value| value.parse().ok());
     for concurrency in [1usize, 64].into_iter().filter(|c| only.is_none_or(|only| only == *c)) {
         let pool = redis_pool(&redis.url(), &RedisSettings { pool_size: 64, ..RedisSettings::default() })?;
-        let workers = workers(&app, &memory_app, &echo_addr, &pool, concurrency).await?;
+        let workers = workers(&app, &memory_app, [&echo_addr, &echo_redis_addr], &pool, concurrency).await?;
         let mut figures = Vec::new();
         let calls = std::env::var("MESH_BENCH_CALLS").ok();
         for call in Call::ALL.into_iter().filter(|call| {
@@ -228,21 +249,67 @@ async fn start_bare_echo() -> anyhow::Result<String> {
     Ok(format!("http://{addr}"))
 }
 
+/// A bare tonic server whose grpc.health.v1 `Check` does one Redis GET through a mesh pool
+/// (the design's "handler doing one Redis GET"); its address.
+async fn start_bare_redis_check(pool: RedisPool) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(
+        Server::builder()
+            .tcp_nodelay(true)
+            .add_service(HealthServer::new(RedisCheck { pool }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Ok(format!("http://{addr}"))
+}
+
+/// grpc.health.v1 whose `Check` reads one Redis key first.
+struct RedisCheck {
+    pool: RedisPool,
+}
+
+#[tonic::async_trait]
+impl Health for RedisCheck {
+    async fn check(
+        &self,
+        _request: Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        let mut connection = self.pool.get().await.map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        let _: Option<String> = redis::cmd("GET")
+            .arg("bench:key")
+            .query_async(&mut *connection)
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        Ok(tonic::Response::new(HealthCheckResponse { status: ServingStatus::Serving as i32 }))
+    }
+
+    type WatchStream = tokio_stream::Empty<Result<HealthCheckResponse, tonic::Status>>;
+
+    async fn watch(
+        &self,
+        _request: Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this benchmark"))
+    }
+}
+
 /// `concurrency` workers, each with its own session and token, over at most
 /// [`CONNECTIONS`] connections per server.
 async fn workers(
     app: &TestApp,
     memory_app: &TestApp,
-    echo: &str,
+    [echo, echo_redis]: [&str; 2],
     redis: &RedisPool,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Arc<Mutex<Worker>>>> {
     let connections = concurrency.min(CONNECTIONS);
     let mut echo_channels = Vec::new();
+    let mut echo_redis_channels = Vec::new();
     let mut meshd_channels = Vec::new();
     let mut memory_channels = Vec::new();
     for _ in 0..connections {
         echo_channels.push(Endpoint::from_shared(echo.to_owned())?.tcp_nodelay(true).connect().await?);
+        echo_redis_channels.push(Endpoint::from_shared(echo_redis.to_owned())?.tcp_nodelay(true).connect().await?);
         meshd_channels.push(Endpoint::from_shared(app.url())?.tcp_nodelay(true).connect().await?);
         memory_channels.push(Endpoint::from_shared(memory_app.url())?.tcp_nodelay(true).connect().await?);
     }
@@ -261,6 +328,7 @@ async fn workers(
         let memory_session = memory_sessions.create_session(create).await?.into_inner().session.context("a session")?;
         workers.push(Arc::new(Mutex::new(Worker {
             echo: HealthClient::new(echo_channels[n % connections].clone()),
+            echo_redis: HealthClient::new(echo_redis_channels[n % connections].clone()),
             meshd_health: HealthClient::new(channel),
             redis: redis.clone(),
             sessions,
