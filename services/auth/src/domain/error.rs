@@ -14,6 +14,13 @@ pub enum AuthError {
     /// No such user in the tenant.
     #[error("user not found")]
     UserNotFound,
+    /// Too many failed logins for the account or the client address: try again after
+    /// `retry_after`.
+    #[error("too many failed logins: retry after {retry_after:?}")]
+    Throttled {
+        /// Time until the limit lifts.
+        retry_after: std::time::Duration,
+    },
     /// A backend (store) failed or is unreachable; retryable. The text is for logs only.
     #[error("auth backend unavailable: {0}")]
     Unavailable(String),

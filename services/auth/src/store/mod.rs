@@ -6,6 +6,7 @@
 //! - [`RefreshTokenStore`]: refresh tokens by hash, in families, with atomic rotation and
 //!   reuse detection. [`MemoryRefreshStore`] and [`RedisRefreshStore`] pass one conformance
 //!   suite (`tests/refresh.rs`).
+//! - [`AttemptStore`]: failed-login counters (memory, Redis) under [`LoginThrottle`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,9 +17,11 @@ use crate::domain::{Email, PasswordHash, RefreshRecord, RefreshTokenHash, User, 
 
 mod memory;
 mod redis;
+pub mod throttle;
 
 pub use memory::{MemoryRefreshStore, MemoryUserStore};
 pub use redis::RedisRefreshStore;
+pub use throttle::{AttemptStore, LoginThrottle, MemoryAttemptStore, RedisAttemptStore, ThrottleSettings};
 
 /// A boxed future, as the store traits return (they are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,251 @@
+//! Login throttling: failed attempts counted per account and per client address.
+//!
+//! [`AttemptStore`] is the I/O boundary (memory, Redis): counters that live for a fixed
+//! window from their first failure. [`LoginThrottle`] applies the limits: once a key has
+//! `max` failures in its window, further attempts are refused without checking the
+//! password, until the window ends ([`AuthError::Throttled`] carries the time left, for
+//! RESOURCE_EXHAUSTED with RetryInfo). A successful login clears the account's counter (not
+//! the address's: one address guessing many accounts stays throttled).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use mesh_core::backend::RedisPool;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::BoxFuture;
+use crate::AuthError;
+use crate::domain::Email;
+
+/// Limits of failed logins (server configuration, `[auth.login_throttle]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleSettings {
+    /// Failures of one account (tenant + email) within `window` before it is throttled.
+    pub max_failures_per_account: u32,
+    /// Failures from one client address within `window` before it is throttled.
+    pub max_failures_per_address: u32,
+    /// How long a counter lives from its first failure.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        Self { max_failures_per_account: 5, max_failures_per_address: 50, window: Duration::from_secs(15 * 60) }
+    }
+}
+
+impl ThrottleSettings {
+    /// Checks the values; the message names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_failures_per_account == 0 || self.max_failures_per_address == 0 {
+            return Err("max_failures_per_account and max_failures_per_address must be above zero".into());
+        }
+        if self.window < Duration::from_secs(1) {
+            return Err("window must be at least 1s".into());
+        }
+        Ok(())
+    }
+}
+
+/// Failure counters with a fixed window each.
+pub trait AttemptStore: Send + Sync + 'static {
+    /// The failures of `key` and the time left in its window (zero failures: no window).
+    fn failures<'a>(&'a self, key: &'a str, now: SystemTime) -> BoxFuture<'a, Result<(u32, Duration), AuthError>>;
+
+    /// Counts one failure of `key`; a new counter's window (`window`) starts now. Returns
+    /// the failures so far.
+    fn record_failure<'a>(
+        &'a self,
+        key: &'a str,
+        window: Duration,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<u32, AuthError>>;
+
+    /// Forgets the failures of `key`.
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), AuthError>>;
+}
+
+/// The limits over an [`AttemptStore`].
+#[derive(Clone)]
+pub struct LoginThrottle {
+    store: Arc<dyn AttemptStore>,
+    settings: ThrottleSettings,
+}
+
+impl std::fmt::Debug for LoginThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginThrottle").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl LoginThrottle {
+    /// The limits of `settings` over `store`.
+    pub fn new(store: Arc<dyn AttemptStore>, settings: ThrottleSettings) -> Self {
+        Self { store, settings }
+    }
+
+    /// `Ok` if an attempt on (`tenant`, `email`) from `address` may check the password;
+    /// [`AuthError::Throttled`] with the time until the later limit lifts otherwise.
+    pub async fn check(&self, tenant: &str, email: &Email, address: &str, now: SystemTime) -> Result<(), AuthError> {
+        let limits = [
+            (account_key(tenant, email), self.settings.max_failures_per_account),
+            (address_key(address), self.settings.max_failures_per_address),
+        ];
+        let mut wait = Duration::ZERO;
+        for (key, max) in limits {
+            let (failures, left) = self.store.failures(&key, now).await?;
+            if failures >= max {
+                wait = wait.max(left.max(Duration::from_secs(1)));
+            }
+        }
+        if wait.is_zero() { Ok(()) } else { Err(AuthError::Throttled { retry_after: wait }) }
+    }
+
+    /// Counts a failed attempt on the account and from the address.
+    pub async fn failed(&self, tenant: &str, email: &Email, address: &str, now: SystemTime) -> Result<(), AuthError> {
+        let window = self.settings.window;
+        self.store.record_failure(&account_key(tenant, email), window, now).await?;
+        self.store.record_failure(&address_key(address), window, now).await?;
+        Ok(())
+    }
+
+    /// A successful login: the account's failures are forgotten.
+    pub async fn succeeded(&self, tenant: &str, email: &Email) -> Result<(), AuthError> {
+        self.store.clear(&account_key(tenant, email)).await
+    }
+}
+
+/// The counter of an account: by tenant and a hash of the normalized email (no address in
+/// key names, and no characters that mean something to Redis).
+fn account_key(tenant: &str, email: &Email) -> String {
+    let digest = Sha256::digest(email.normalized().as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("t:{tenant}:login-failures:{hex}")
+}
+
+/// The counter of a client address.
+fn address_key(address: &str) -> String {
+    format!("mesh:login-failures:address:{address}")
+}
+
+/// Failure counters in memory.
+#[derive(Debug, Default)]
+pub struct MemoryAttemptStore {
+    counters: Mutex<HashMap<String, (u32, SystemTime)>>,
+}
+
+impl MemoryAttemptStore {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, (u32, SystemTime)>> {
+        self.counters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl AttemptStore for MemoryAttemptStore {
+    fn failures<'a>(&'a self, key: &'a str, now: SystemTime) -> BoxFuture<'a, Result<(u32, Duration), AuthError>> {
+        Box::pin(async move {
+            Ok(match self.lock().get(key) {
+                Some((failures, until)) if now < *until => (*failures, until.duration_since(now).unwrap_or_default()),
+                _ => (0, Duration::ZERO),
+            })
+        })
+    }
+
+    fn record_failure<'a>(
+        &'a self,
+        key: &'a str,
+        window: Duration,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<u32, AuthError>> {
+        Box::pin(async move {
+            let mut counters = self.lock();
+            counters.retain(|_, (_, until)| now < *until);
+            let counter = counters.entry(key.to_owned()).or_insert((0, now + window));
+            counter.0 += 1;
+            Ok(counter.0)
+        })
+    }
+
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), AuthError>> {
+        Box::pin(async move {
+            self.lock().remove(key);
+            Ok(())
+        })
+    }
+}
+
+/// Failure counters in Redis: INCR with a PEXPIRE set by the first failure (one script),
+/// read with GET and PTTL. Redis's clock runs the windows.
+pub struct RedisAttemptStore {
+    pool: RedisPool,
+    record: Script,
+}
+
+impl std::fmt::Debug for RedisAttemptStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAttemptStore").finish_non_exhaustive()
+    }
+}
+
+impl RedisAttemptStore {
+    /// Counters on `pool`.
+    pub fn new(pool: RedisPool) -> Self {
+        let record = Script::new(
+            "local n = redis.call('INCR', KEYS[1])\n\
+             if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end\n\
+             return n",
+        );
+        Self { pool, record }
+    }
+
+    async fn connection(&self) -> Result<bb8::PooledConnection<'_, mesh_core::backend::RedisManager>, AuthError> {
+        self.pool.get().await.map_err(|error| AuthError::Unavailable(format!("no redis connection: {error}")))
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> AuthError {
+    AuthError::Unavailable(format!("redis failed: {error}"))
+}
+
+impl AttemptStore for RedisAttemptStore {
+    fn failures<'a>(&'a self, key: &'a str, _now: SystemTime) -> BoxFuture<'a, Result<(u32, Duration), AuthError>> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            let (failures, ttl): (Option<u32>, i64) = redis::pipe()
+                .cmd("GET")
+                .arg(key)
+                .cmd("PTTL")
+                .arg(key)
+                .query_async(&mut *connection)
+                .await
+                .map_err(unavailable)?;
+            let left = Duration::from_millis(u64::try_from(ttl).unwrap_or(0));
+            Ok((failures.unwrap_or(0), left))
+        })
+    }
+
+    fn record_failure<'a>(
+        &'a self,
+        key: &'a str,
+        window: Duration,
+        _now: SystemTime,
+    ) -> BoxFuture<'a, Result<u32, AuthError>> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            self.record.key(key).arg(window).invoke_async(&mut *connection).await.map_err(unavailable)
+        })
+    }
+
+    fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), AuthError>> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            let _: i64 = redis::cmd("DEL").arg(key).query_async(&mut *connection).await.map_err(unavailable)?;
+            Ok(())
+        })
+    }
+}
