@@ -58,6 +58,7 @@ pub struct App {
     settings: Settings,
     verifier: Arc<TokenVerifier>,
     dev_key: Option<SigningKeyPair>,
+    signer: Option<SigningKeyPair>,
     services: Vec<ServiceEntry>,
 }
 
@@ -71,8 +72,9 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Builds the application: selects the services, loads or creates the dev key when
-    /// `auth.dev_key` is on, and builds the token verifier.
+    /// Builds the application: selects the services, loads the signing key
+    /// (`auth.signing_key`) and loads or creates the dev key when `auth.dev_key` is on, and
+    /// builds the token verifier, which trusts both and `auth.keys`.
     pub fn build(settings: Settings) -> Result<Self, StartupError> {
         let services = registry::select(&settings.services)?;
         let dev_key = if settings.auth.dev_key {
@@ -80,8 +82,13 @@ impl App {
         } else {
             None
         };
-        let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth, dev_key.as_ref())?);
-        Ok(Self { settings, verifier, dev_key, services })
+        let configured = SigningKeyPair::from_settings(&settings.auth)?;
+        let signer = configured.or_else(|| dev_key.clone());
+        let mut verifier = TokenVerifier::from_settings(&settings.auth, signer.as_ref())?;
+        if let Some(dev_key) = dev_key.as_ref().filter(|dev| signer.as_ref().is_some_and(|s| s.kid() != dev.kid())) {
+            verifier.add_key_pair(dev_key);
+        }
+        Ok(Self { settings, verifier: Arc::new(verifier), dev_key, signer, services })
     }
 
     /// The settings the application was built from.
@@ -92,6 +99,11 @@ impl App {
     /// The embedded default's signing key, when `auth.dev_key` is on.
     pub fn dev_key(&self) -> Option<&SigningKeyPair> {
         self.dev_key.as_ref()
+    }
+
+    /// The key this instance signs access tokens with: `auth.signing_key`, else the dev key.
+    pub fn signer(&self) -> Option<&SigningKeyPair> {
+        self.signer.as_ref()
     }
 
     /// Fully-qualified names of every gRPC service this application serves.
@@ -148,7 +160,8 @@ impl App {
             .layer(RpcLayer::new(end_streams.clone()))
             .layer(AuthLayer::new(self.verifier.clone()))
             .service(routes.routes());
-        let routes = Routes::from(crate::http::router(self.grpc_service_names()).fallback_service(grpc));
+        let routes =
+            Routes::from(crate::http::router(self.grpc_service_names(), &self.verifier.jwks()).fallback_service(grpc));
 
         let drain = server_settings.drain_timeout;
         let plan = ShutdownPlan { reporter, targets, monitor, stopping: stopping.clone(), end_streams, drain };

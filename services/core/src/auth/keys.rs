@@ -122,6 +122,37 @@ impl SigningKeyPair {
         Ok(Self::from_signing_key(signing, kid))
     }
 
+    /// The signing key `[auth.signing_key]` configures, if any; the error names the key.
+    pub fn from_settings(settings: &crate::config::AuthSettings) -> Result<Option<Self>, crate::config::ConfigError> {
+        let Some(key) = &settings.signing_key else {
+            return Ok(None);
+        };
+        let pem = match (&key.private_key_pem, &key.private_key_file) {
+            (Some(pem), _) => pem.expose().clone(),
+            (None, Some(file)) => std::fs::read_to_string(file).map_err(|error| {
+                crate::config::ConfigError::new(
+                    "auth.signing_key.private_key_file",
+                    format!("cannot read {}: {error}", file.display()),
+                    "a readable PEM file",
+                )
+            })?,
+            (None, None) => {
+                return Err(crate::config::ConfigError::new(
+                    "auth.signing_key",
+                    "it sets neither private_key_pem nor private_key_file",
+                    "exactly one of private_key_pem and private_key_file",
+                ));
+            }
+        };
+        Self::from_pkcs8_pem(&pem, Some(key.kid.clone())).map(Some).map_err(|error| {
+            crate::config::ConfigError::new(
+                "auth.signing_key",
+                error.to_string(),
+                "an Ed25519 private key in PKCS#8 PEM form (-----BEGIN PRIVATE KEY-----)",
+            )
+        })
+    }
+
     fn from_signing_key(signing: ed25519_dalek::SigningKey, kid: Option<String>) -> Self {
         let kid = kid.unwrap_or_else(|| {
             let public = signing.verifying_key().to_bytes();

@@ -38,10 +38,30 @@ const CACHE_CAPACITY: usize = 4096;
 #[derive(Clone)]
 pub struct TokenVerifier {
     keys: HashMap<String, DecodingKey>,
+    /// The raw public keys by kid, for the JWKS.
+    public: std::collections::BTreeMap<String, [u8; 32]>,
     validation: Validation,
     leeway: Duration,
     max_lifetime: Duration,
     verified: Arc<Mutex<HashMap<Box<str>, Caller>>>,
+}
+
+/// One public key as a JSON Web Key (RFC 7517; RFC 8037 for Ed25519).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Jwk {
+    /// Key type: `OKP`.
+    pub kty: String,
+    /// Curve: `Ed25519`.
+    pub crv: String,
+    /// The 32-byte public key, base64url without padding.
+    pub x: String,
+    /// Key id, as in the token header.
+    pub kid: String,
+    /// Algorithm: `EdDSA`.
+    pub alg: String,
+    /// Public key use: `sig`.
+    #[serde(rename = "use")]
+    pub key_use: String,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -62,6 +82,7 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         Self {
             keys: HashMap::new(),
+            public: std::collections::BTreeMap::new(),
             validation,
             leeway,
             max_lifetime: Duration::from_secs(3600),
@@ -75,9 +96,10 @@ impl TokenVerifier {
         self
     }
 
-    /// The verifier the `[auth]` settings describe: their keys, plus the embedded default's
-    /// key pair when one is given.
-    pub fn from_settings(settings: &AuthSettings, dev_key: Option<&SigningKeyPair>) -> Result<Self, ConfigError> {
+    /// The verifier the `[auth]` settings describe: their keys, plus the public half of
+    /// `signer`, the key pair this instance signs with (`auth.signing_key`, or the embedded
+    /// default's dev key).
+    pub fn from_settings(settings: &AuthSettings, signer: Option<&SigningKeyPair>) -> Result<Self, ConfigError> {
         let mut verifier = Self::new(&settings.issuer, &settings.audience, settings.leeway)
             .with_max_lifetime(settings.max_token_lifetime);
         for (index, key) in settings.keys.iter().enumerate() {
@@ -100,12 +122,12 @@ impl TokenVerifier {
                 )
             })?;
         }
-        if let Some(pair) = dev_key {
+        if let Some(pair) = signer {
             if verifier.keys.contains_key(pair.kid()) {
                 return Err(ConfigError::new(
                     "auth.keys",
-                    format!("the key id `{}` is also the dev key's", pair.kid()),
-                    "key ids that differ from the dev key's",
+                    format!("the key id `{}` is also the signing key's", pair.kid()),
+                    "key ids that differ from the signing key's",
                 ));
             }
             verifier.add_key_pair(pair);
@@ -128,7 +150,24 @@ impl TokenVerifier {
         let key = DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(public))
             .map_err(|_| KeyError::Invalid("public"))?;
         self.keys.insert(kid.to_owned(), key);
+        self.public.insert(kid.to_owned(), *public);
         Ok(())
+    }
+
+    /// Every trusted public key as a JSON Web Key (RFC 8037), ordered by kid: what
+    /// `/.well-known/jwks.json` and GetJwks publish.
+    pub fn jwks(&self) -> Vec<Jwk> {
+        self.public
+            .iter()
+            .map(|(kid, public)| Jwk {
+                kty: "OKP".to_owned(),
+                crv: "Ed25519".to_owned(),
+                x: URL_SAFE_NO_PAD.encode(public),
+                kid: kid.clone(),
+                alg: "EdDSA".to_owned(),
+                key_use: "sig".to_owned(),
+            })
+            .collect()
     }
 
     /// The key ids this verifier trusts.

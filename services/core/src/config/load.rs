@@ -266,13 +266,30 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
         Duration::from_secs(1),
         Duration::from_secs(24 * 3600),
     )?;
+    if let Some(signing) = &auth.signing_key {
+        if signing.kid.trim().is_empty() || kids.contains(signing.kid.as_str()) {
+            return Err(ConfigError::new(
+                "auth.signing_key.kid",
+                "it is empty or also the kid of an auth.keys entry",
+                "a key id distinct from every auth.keys kid",
+            ));
+        }
+        if signing.private_key_pem.is_some() == signing.private_key_file.is_some() {
+            return Err(ConfigError::new(
+                "auth.signing_key",
+                "it sets neither or both of private_key_pem and private_key_file",
+                "exactly one of private_key_pem and private_key_file",
+            ));
+        }
+    }
     // Parse every configured key now, so `print-config` and `dev-token` catch a bad one too.
-    crate::auth::TokenVerifier::from_settings(auth, None)?;
-    if auth.keys.is_empty() && !auth.dev_key {
+    let signer = crate::auth::SigningKeyPair::from_settings(auth)?;
+    crate::auth::TokenVerifier::from_settings(auth, signer.as_ref())?;
+    if auth.keys.is_empty() && auth.signing_key.is_none() && !auth.dev_key {
         return Err(ConfigError::new(
             "auth.keys",
             "no key to verify access tokens is configured",
-            "at least one [[auth.keys]] entry, or auth.dev_key = true for local development",
+            "an [auth.signing_key], at least one [[auth.keys]] entry, or auth.dev_key = true for local development",
         ));
     }
 

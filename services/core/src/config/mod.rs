@@ -140,8 +140,14 @@ pub struct AuthSettings {
     /// default true only in the embedded default (no config file, no `MESH__` variable);
     /// never implied once any configuration is given.
     pub dev_key: bool,
-    /// Public keys trusted for verification, selected by the token's `kid`.
+    /// Public keys trusted for verification, selected by the token's `kid`: keys of other
+    /// signers, and retired signing keys whose tokens may still be valid (remove one to
+    /// stop accepting its tokens).
     pub keys: Vec<VerificationKey>,
+    /// The key this instance signs access tokens with (`[auth.signing_key]`); its public
+    /// half is trusted and published too. Without it (and without `dev_key`) the instance
+    /// only verifies.
+    pub signing_key: Option<SigningKeySettings>,
 }
 
 impl Default for AuthSettings {
@@ -153,6 +159,7 @@ impl Default for AuthSettings {
             max_token_lifetime: Duration::from_secs(3600),
             dev_key: false,
             keys: Vec::new(),
+            signing_key: None,
         }
     }
 }
@@ -171,6 +178,23 @@ pub struct VerificationKey {
     /// Path of a PEM file.
     #[serde(default)]
     pub public_key_file: Option<PathBuf>,
+}
+
+/// The signing key (`[auth.signing_key]`): an Ed25519 private key in PKCS#8 PEM form
+/// (`-----BEGIN PRIVATE KEY-----`), inline (e.g. from `MESH__AUTH__SIGNING_KEY__PRIVATE_KEY_PEM`)
+/// or in a file. Exactly one of `private_key_pem` and `private_key_file` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeySettings {
+    /// Key id written into the `kid` header; distinct from every `auth.keys` kid.
+    #[serde(deserialize_with = "load::scalar_string")]
+    pub kid: String,
+    /// The PEM text.
+    #[serde(default)]
+    pub private_key_pem: Option<Secret<String>>,
+    /// Path of a PEM file (readable by meshd only).
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
 }
 
 /// Section `[log]`.

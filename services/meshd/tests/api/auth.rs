@@ -9,7 +9,7 @@ use tonic::metadata::MetadataValue;
 
 use crate::support::reason;
 
-async fn list_sessions(app: &TestApp, token: &str) -> Result<usize, tonic::Status> {
+pub async fn list_sessions(app: &TestApp, token: &str) -> Result<usize, tonic::Status> {
     let mut request = tonic::Request::new(ListSessionsRequest::default());
     request.metadata_mut().insert("authorization", MetadataValue::try_from(format!("Bearer {token}")).unwrap());
     let response = SessionServiceClient::new(app.channel()).list_sessions(request).await?;

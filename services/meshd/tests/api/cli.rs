@@ -56,6 +56,22 @@ async fn each_invalid_setting_exits_with_code_2_and_names_its_key() {
         "[[auth.keys]]\nkid = \"k1\"\npublic_key_file = \"/nonexistent/key.pem\"\n".to_owned(),
     );
     let no_material = write_config("no-material.toml", "[[auth.keys]]\nkid = \"k1\"\n".to_owned());
+    let signing_without_key = write_config("signing-nothing.toml", "[auth.signing_key]\nkid = \"s1\"\n".to_owned());
+    let signing_bad_pem = write_config(
+        "signing-bad.toml",
+        "[auth.signing_key]\nkid = \"s1\"\nprivate_key_pem = \"hunter2 is not a key\"\n".to_owned(),
+    );
+    let signing_same_kid = write_config(
+        "signing-same-kid.toml",
+        format!(
+            "[[auth.keys]]\nkid = \"k1\"\npublic_key_pem = '''{}'''\n[auth.signing_key]\nkid = \"k1\"\nprivate_key_file = \"/nonexistent/key.pem\"\n",
+            mesh_core::auth::SigningKeyPair::generate().public_key_pem()
+        ),
+    );
+    let signing_missing_file = write_config(
+        "signing-missing.toml",
+        "[auth.signing_key]\nkid = \"s1\"\nprivate_key_file = \"/nonexistent/key.pem\"\n".to_owned(),
+    );
 
     let dev = ("MESH__AUTH__DEV_KEY", "true");
     let cases: Vec<Case> = vec![
@@ -91,6 +107,10 @@ async fn each_invalid_setting_exits_with_code_2_and_names_its_key() {
         (vec!["--config".into(), bad_pem], vec![], "auth.keys[0]"),
         (vec!["--config".into(), missing_file], vec![], "auth.keys[0].public_key_file"),
         (vec!["--config".into(), no_material], vec![], "auth.keys[0]"),
+        (vec!["--config".into(), signing_without_key], vec![], "auth.signing_key"),
+        (vec!["--config".into(), signing_bad_pem], vec![], "auth.signing_key"),
+        (vec!["--config".into(), signing_same_kid], vec![], "auth.signing_key.kid"),
+        (vec!["--config".into(), signing_missing_file], vec![], "auth.signing_key.private_key_file"),
         (vec![], vec![("MESH__AUTH__DEV_KEY", "false")], "auth.keys"),
         (vec![], vec![dev, ("MESH__REDIS__URL", "http://user:hunter2@db")], "redis.url"),
         (vec![], vec![dev, ("MESH__REDIS__POOL_SIZE", "0")], "redis.pool_size"),

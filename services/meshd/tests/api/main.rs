@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod grpc_web;
 mod health;
+mod keys;
 mod reflection;
 mod shutdown;
 mod support;
