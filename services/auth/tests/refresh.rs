@@ -152,3 +152,25 @@ async fn an_expired_or_unknown_token_is_invalid(fixture: Fixture) {
     assert_eq!(fixture.rotate(&unknown, SystemTime::now()).await.1, Rotation::Invalid);
     assert_eq!(fixture.store.find(&unknown.hash(), SystemTime::now()).await.unwrap(), None);
 }
+
+/// Redis only: every key of a family expires with it, so spent and revoked families never
+/// pile up.
+#[tokio::test]
+async fn redis_keys_expire_with_their_family() {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let pool = redis_pool(&server.url(), &RedisSettings::default()).unwrap();
+    let fixture = Fixture { store: Arc::new(RedisRefreshStore::new(pool)), _server: None };
+    let (r1, record) = fixture.login("s1", HOUR).await;
+    let (r2, _) = fixture.rotate(&r1, SystemTime::now()).await;
+    let expected = record.expire_time.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mut connection = server.connection().await.unwrap();
+    for key in [
+        format!("mesh:{{refresh}}:token:{}", r1.hash().as_str()),
+        format!("mesh:{{refresh}}:token:{}", r2.hash().as_str()),
+        format!("mesh:{{refresh}}:family:{}", record.family.as_str()),
+        "mesh:{refresh}:session:acme/s1".to_owned(),
+    ] {
+        let at: i64 = ::redis::cmd("PEXPIRETIME").arg(&key).query_async(&mut connection).await.unwrap();
+        assert_eq!(at, expected, "{key}");
+    }
+}

@@ -49,54 +49,85 @@ macro_rules! conformance {
             $(#[tokio::test] async fn $name() { super::$name(super::Fixture::start(false).await).await })*
         }
         mod redis {
-            $(#[tokio::test] async fn $name() { super::$name(super::Fixture::start(true).await).await })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+              async fn $name() { super::$name(super::Fixture::start(true).await).await })*
         }
     };
 }
 
 conformance!(
-    an_account_is_throttled_after_its_failures_until_the_window_ends,
+    an_account_is_throttled_after_its_failures,
+    parallel_attempts_cannot_exceed_the_limit,
     an_address_is_throttled_across_accounts_and_a_success_does_not_clear_it,
     a_success_clears_the_accounts_failures,
 );
 
-async fn an_account_is_throttled_after_its_failures_until_the_window_ends(fixture: Fixture) {
-    let now = SystemTime::now();
+/// A failed login: the attempt is counted and the password did not match.
+async fn fail(fixture: &Fixture, tenant: &str, account: &Email, address: &str) {
+    fixture.throttle.attempt(tenant, account, address, SystemTime::now()).await.unwrap();
+}
+
+async fn an_account_is_throttled_after_its_failures(fixture: Fixture) {
     let alice = email("alice@example.com");
     for _ in 0..3 {
-        fixture.throttle.check("acme", &alice, "10.0.0.1", now).await.unwrap();
-        fixture.throttle.failed("acme", &alice, "10.0.0.1", now).await.unwrap();
+        fail(&fixture, "acme", &alice, "10.0.0.1").await;
     }
     // The same account, any address and any spelling of the email: throttled.
-    let wait = retry_after(fixture.throttle.check("acme", &email("ALICE@example.com"), "10.0.0.2", now).await);
+    let now = SystemTime::now();
+    let wait = retry_after(fixture.throttle.attempt("acme", &email("ALICE@example.com"), "10.0.0.2", now).await);
     assert!(wait > Duration::from_secs(590) && wait <= SETTINGS.window, "{wait:?}");
     // Another tenant's account of the same email is not.
-    fixture.throttle.check("other", &alice, "10.0.0.2", now).await.unwrap();
+    fixture.throttle.attempt("other", &alice, "10.0.0.3", now).await.unwrap();
+}
+
+async fn parallel_attempts_cannot_exceed_the_limit(fixture: Fixture) {
+    let fixture = Arc::new(fixture);
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let fixture = fixture.clone();
+            tokio::spawn(async move {
+                let alice = email("alice@example.com");
+                fixture.throttle.attempt("acme", &alice, &format!("10.0.1.{n}"), SystemTime::now()).await
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => allowed += 1,
+            Err(AuthError::Throttled { .. }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(allowed, SETTINGS.max_failures_per_account, "exactly the limit may check a password");
 }
 
 async fn an_address_is_throttled_across_accounts_and_a_success_does_not_clear_it(fixture: Fixture) {
-    let now = SystemTime::now();
     for n in 0..5 {
-        let account = email(&format!("user{n}@example.com"));
-        fixture.throttle.failed("acme", &account, "10.0.0.9", now).await.unwrap();
+        fail(&fixture, "acme", &email(&format!("user{n}@example.com")), "10.0.0.9").await;
     }
-    fixture.throttle.succeeded("acme", &email("user0@example.com")).await.unwrap();
-    retry_after(fixture.throttle.check("acme", &email("fresh@example.com"), "10.0.0.9", now).await);
-    fixture.throttle.check("acme", &email("fresh@example.com"), "10.0.0.10", now).await.unwrap();
+    let now = SystemTime::now();
+    let fresh = email("fresh@example.com");
+    retry_after(fixture.throttle.attempt("acme", &fresh, "10.0.0.9", now).await);
+    fixture.throttle.succeeded("acme", &fresh, "10.0.0.9").await.unwrap();
+    retry_after(fixture.throttle.attempt("acme", &email("other@example.com"), "10.0.0.9", now).await);
+    fixture.throttle.attempt("acme", &email("other@example.com"), "10.0.0.10", now).await.unwrap();
 }
 
 async fn a_success_clears_the_accounts_failures(fixture: Fixture) {
-    let now = SystemTime::now();
     let alice = email("alice@example.com");
     for _ in 0..2 {
-        fixture.throttle.failed("acme", &alice, "10.0.0.1", now).await.unwrap();
+        fail(&fixture, "acme", &alice, "10.0.0.1").await;
     }
-    fixture.throttle.succeeded("acme", &alice).await.unwrap();
-    for _ in 0..2 {
-        fixture.throttle.failed("acme", &alice, "10.0.0.1", now).await.unwrap();
+    // The third attempt matches: the account's count is cleared, the address's refunded.
+    fixture.throttle.attempt("acme", &alice, "10.0.0.1", SystemTime::now()).await.unwrap();
+    fixture.throttle.succeeded("acme", &alice, "10.0.0.1").await.unwrap();
+    for _ in 0..3 {
+        fail(&fixture, "acme", &alice, "10.0.0.1").await;
     }
-    fixture.throttle.check("acme", &alice, "10.0.0.1", now).await.unwrap();
-    // The counters count: a third failure since the success throttles.
-    fixture.throttle.failed("acme", &alice, "10.0.0.1", now).await.unwrap();
-    retry_after(fixture.throttle.check("acme", &alice, "10.0.0.1", now).await);
+    // Three failures since the success: the next attempt is throttled.
+    retry_after(fixture.throttle.attempt("acme", &alice, "10.0.0.1", SystemTime::now()).await);
+    // The address counted 2 + 3 failures and 1 throttled attempt, the success refunded: it
+    // is over its limit of 5 only now.
+    retry_after(fixture.throttle.attempt("acme", &email("bob@example.com"), "10.0.0.1", SystemTime::now()).await);
 }

@@ -445,6 +445,24 @@ async fn a_batch_worker_acks_its_successes_together_and_retries_only_the_failed_
     assert_eq!(jobs.stats(&queue, "workers").await.unwrap().dead, 0);
 }
 
+async fn thousands_of_deliveries_are_acked_in_one_call(backend: Backend) {
+    let jobs = backend.queue(|_| {});
+    let queue = queue_name();
+    for n in 0..9000 {
+        jobs.enqueue(&queue, &JobId::random(), Bytes::from(format!("job {n}"))).await.unwrap();
+    }
+    let mut claimed = Vec::new();
+    while claimed.len() < 9000 {
+        let batch = claim_now(&*jobs, &queue, "bulk", 9000 - claimed.len()).await;
+        assert!(!batch.is_empty(), "only {} of 9000 claimed", claimed.len());
+        claimed.extend(batch);
+    }
+    jobs.ack_all(&claimed).await.unwrap();
+    let stats = jobs.stats(&queue, "workers").await.unwrap();
+    assert_eq!((stats.depth(), stats.dead), (0, 0));
+    assert!(claim_now(&*jobs, &queue, "bulk", 10).await.is_empty());
+}
+
 // ---------------------------------------------------------------------------------------
 // Each check against each implementation.
 
@@ -629,4 +647,14 @@ async fn memory_a_batch_worker_acks_its_successes_together_and_retries_only_the_
 #[tokio::test]
 async fn redis_a_batch_worker_acks_its_successes_together_and_retries_only_the_failed_job() {
     a_batch_worker_acks_its_successes_together_and_retries_only_the_failed_job(Backend::redis().await).await;
+}
+
+#[tokio::test]
+async fn memory_thousands_of_deliveries_are_acked_in_one_call() {
+    thousands_of_deliveries_are_acked_in_one_call(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn redis_thousands_of_deliveries_are_acked_in_one_call() {
+    thousands_of_deliveries_are_acked_in_one_call(Backend::redis().await).await;
 }

@@ -344,6 +344,36 @@ impl AuditSink for ObservedSink {
     }
 }
 
+/// A memory sink that refuses (as a rejected write, not an outage) every batch holding the
+/// event `refused`.
+struct RefusingSink {
+    inner: MemoryAuditSink,
+    refused: String,
+}
+
+impl AuditSink for RefusingSink {
+    fn append<'a>(&'a self, events: &'a [AuditEvent]) -> BoxFuture<'a, Result<(), AuditError>> {
+        Box::pin(async move {
+            if events.iter().any(|event| event.event_id == self.refused) {
+                return Err(AuditError::Rejected("the database refuses this event".into()));
+            }
+            self.inner.append(events).await
+        })
+    }
+
+    fn count(&self) -> BoxFuture<'_, Result<u64, AuditError>> {
+        self.inner.count()
+    }
+
+    fn get<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<AuditEvent>, AuditError>> {
+        self.inner.get(event_id)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), AuditError>> {
+        self.inner.check()
+    }
+}
+
 /// A memory job queue with fast retries and the default number of attempts (5).
 fn fast_queue() -> Arc<dyn JobQueue> {
     Arc::new(MemoryJobQueue::new(JobQueueSettings {
@@ -421,6 +451,33 @@ async fn a_job_that_is_not_an_audit_event_is_dead_lettered_and_its_batch_is_writ
     assert_eq!(dead[0].job.id, id);
     assert!(dead[0].error.contains("not an audit event"), "{}", dead[0].error);
     assert_eq!(sink.events(), enqueued, "the batch's good events are written once each");
+}
+
+#[tokio::test]
+async fn an_event_the_sink_refuses_fails_alone_and_the_rest_of_its_batch_is_written() {
+    let jobs = fast_queue();
+    let enqueued = events(8);
+    let refused = enqueued[3].event_id.clone();
+    let sink = Arc::new(RefusingSink { inner: MemoryAuditSink::default(), refused: refused.clone() });
+    for event in &enqueued {
+        enqueue_audit(&*jobs, event).await.unwrap();
+    }
+    let (shutdown, task) = spawn_worker(&jobs, sink.clone());
+
+    let dead = eventually("the refused event is dead-lettered after its attempts", || async {
+        let dead = jobs.dead_letters(&audit_queue(), 10).await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    eventually("the queue is drained", || async {
+        (jobs.stats(&audit_queue(), AUDIT_GROUP).await.unwrap().depth() == 0).then_some(())
+    })
+    .await;
+    stop_worker(shutdown, task).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].job.id.as_str(), refused);
+    let written: Vec<AuditEvent> = enqueued.iter().filter(|event| event.event_id != refused).cloned().collect();
+    assert_eq!(sink.inner.events(), written, "every other event is written once, in order");
 }
 
 /// Waits until PostgreSQL holds exactly the ids of `expected`, each once.

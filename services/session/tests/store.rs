@@ -187,6 +187,19 @@ async fn a_get_slides_the_expiry_in_whole_read_steps(fixture: Fixture) {
     assert_eq!((read.version, read.update_time), (created.version, created.update_time));
     // Alive past the first idle expiry thanks to the reads.
     assert!(fixture.store.get("acme", "alice", &created.id, created.expire_time + step).await.is_ok());
+
+    // Onto the cap even by less than a step: a session read all along ends exactly at it.
+    let cap = created.max_expire_time;
+    let mut at = created.expire_time + step;
+    while at + Duration::from_secs(30) < cap - IDLE {
+        at += Duration::from_secs(30);
+        fixture.store.touch("acme", "alice", &created.id, at).await.unwrap();
+    }
+    let touched = fixture.store.touch("acme", "alice", &created.id, cap - IDLE - step / 4).await.unwrap();
+    assert_eq!(touched.expire_time, cap - step / 4);
+    let read = fixture.store.get("acme", "alice", &created.id, cap - IDLE).await.unwrap();
+    assert_eq!(read.expire_time, cap);
+    assert_eq!(fixture.store.peek("acme", "alice", &created.id, cap - IDLE).await.unwrap().expire_time, cap);
 }
 
 async fn a_deleted_session_is_gone(fixture: Fixture) {

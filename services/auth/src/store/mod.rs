@@ -61,7 +61,9 @@ pub enum Rotation {
     Invalid,
 }
 
-/// Where refresh tokens live, by hash (the tokens themselves are never stored).
+/// Where refresh tokens live, by hash (the tokens themselves are never stored). Stored
+/// tokens are dropped once their family expired, by the store's own clock (Redis key expiry;
+/// the memory store prunes by the system clock); `now` arguments decide expiry on reads.
 pub trait RefreshTokenStore: Send + Sync + 'static {
     /// Stores `token`, the first of a new family, for `record` (until its `expire_time`).
     fn issue<'a>(

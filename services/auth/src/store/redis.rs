@@ -1,7 +1,13 @@
 //! [`RedisRefreshStore`]: refresh tokens in Redis, one Lua script per operation (`lua/`,
 //! after the shared `lua/refresh.lua`; key layout there). Every key has the hash tag
 //! `{refresh}`, so a rotation, which touches the presented token, the next one and the
-//! family, is one atomic step on standalone Redis and on a cluster alike.
+//! family, is one atomic step in one slot. The scripts declare only the key that routes them
+//! (KEYS[1]); the family and session keys they reach come from the stored token, which
+//! Redis allows for keys of the same slot but which a strict proxy that checks declared
+//! keys would refuse.
+//!
+//! Expiry runs on Redis's clock (PEXPIREAT at the family's expiry); the `now` given to
+//! `rotate` and `find` decides only whether a token still stored counts as expired.
 
 use std::time::SystemTime;
 

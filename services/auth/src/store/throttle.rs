@@ -1,11 +1,13 @@
 //! Login throttling: failed attempts counted per account and per client address.
 //!
 //! [`AttemptStore`] is the I/O boundary (memory, Redis): counters that live for a fixed
-//! window from their first failure. [`LoginThrottle`] applies the limits: once a key has
-//! `max` failures in its window, further attempts are refused without checking the
-//! password, until the window ends ([`AuthError::Throttled`] carries the time left, for
-//! RESOURCE_EXHAUSTED with RetryInfo). A successful login clears the account's counter (not
-//! the address's: one address guessing many accounts stays throttled).
+//! window from their first attempt. [`LoginThrottle`] applies the limits. Every attempt is
+//! counted atomically *before* the password is checked, so parallel guesses cannot all slip
+//! through: once a key has `max` attempts in its window, further attempts are refused
+//! without checking the password until the window ends ([`AuthError::Throttled`] carries
+//! the time left, for RESOURCE_EXHAUSTED with RetryInfo). A successful login clears the
+//! account's counter and takes its own attempt back from the address's counter, so what
+//! remains there are failures (one address guessing many accounts stays throttled).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,11 +26,12 @@ use crate::domain::Email;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThrottleSettings {
-    /// Failures of one account (tenant + email) within `window` before it is throttled.
+    /// Failed attempts on one account (tenant + email) within `window` before it is
+    /// throttled.
     pub max_failures_per_account: u32,
-    /// Failures from one client address within `window` before it is throttled.
+    /// Failed attempts from one client address within `window` before it is throttled.
     pub max_failures_per_address: u32,
-    /// How long a counter lives from its first failure.
+    /// How long a counter lives from its first attempt.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
 }
@@ -52,21 +55,21 @@ impl ThrottleSettings {
     }
 }
 
-/// Failure counters with a fixed window each.
+/// Attempt counters with a fixed window each.
 pub trait AttemptStore: Send + Sync + 'static {
-    /// The failures of `key` and the time left in its window (zero failures: no window).
-    fn failures<'a>(&'a self, key: &'a str, now: SystemTime) -> BoxFuture<'a, Result<(u32, Duration), AuthError>>;
-
-    /// Counts one failure of `key`; a new counter's window (`window`) starts now. Returns
-    /// the failures so far.
-    fn record_failure<'a>(
+    /// Counts one attempt of `key`, atomically; a new counter's window (`window`) starts
+    /// now. Returns the attempts so far, this one included, and the time left in the window.
+    fn record_attempt<'a>(
         &'a self,
         key: &'a str,
         window: Duration,
         now: SystemTime,
-    ) -> BoxFuture<'a, Result<u32, AuthError>>;
+    ) -> BoxFuture<'a, Result<(u32, Duration), AuthError>>;
 
-    /// Forgets the failures of `key`.
+    /// Takes one attempt of `key` back (never below zero).
+    fn refund<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), AuthError>>;
+
+    /// Forgets the attempts of `key`.
     fn clear<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), AuthError>>;
 }
 
@@ -89,34 +92,30 @@ impl LoginThrottle {
         Self { store, settings }
     }
 
-    /// `Ok` if an attempt on (`tenant`, `email`) from `address` may check the password;
-    /// [`AuthError::Throttled`] with the time until the later limit lifts otherwise.
-    pub async fn check(&self, tenant: &str, email: &Email, address: &str, now: SystemTime) -> Result<(), AuthError> {
+    /// Counts an attempt on (`tenant`, `email`) from `address`: `Ok` if it may check the
+    /// password, [`AuthError::Throttled`] with the time until the later limit lifts if the
+    /// account or the address is over its limit. Call
+    /// [`succeeded`](Self::succeeded) when the password matched.
+    pub async fn attempt(&self, tenant: &str, email: &Email, address: &str, now: SystemTime) -> Result<(), AuthError> {
         let limits = [
             (account_key(tenant, email), self.settings.max_failures_per_account),
             (address_key(address), self.settings.max_failures_per_address),
         ];
         let mut wait = Duration::ZERO;
         for (key, max) in limits {
-            let (failures, left) = self.store.failures(&key, now).await?;
-            if failures >= max {
+            let (attempts, left) = self.store.record_attempt(&key, self.settings.window, now).await?;
+            if attempts > max {
                 wait = wait.max(left.max(Duration::from_secs(1)));
             }
         }
         if wait.is_zero() { Ok(()) } else { Err(AuthError::Throttled { retry_after: wait }) }
     }
 
-    /// Counts a failed attempt on the account and from the address.
-    pub async fn failed(&self, tenant: &str, email: &Email, address: &str, now: SystemTime) -> Result<(), AuthError> {
-        let window = self.settings.window;
-        self.store.record_failure(&account_key(tenant, email), window, now).await?;
-        self.store.record_failure(&address_key(address), window, now).await?;
-        Ok(())
-    }
-
-    /// A successful login: the account's failures are forgotten.
-    pub async fn succeeded(&self, tenant: &str, email: &Email) -> Result<(), AuthError> {
-        self.store.clear(&account_key(tenant, email)).await
+    /// The attempt succeeded: the account's attempts are forgotten, and this attempt is
+    /// taken back from the address's count.
+    pub async fn succeeded(&self, tenant: &str, email: &Email, address: &str) -> Result<(), AuthError> {
+        self.store.clear(&account_key(tenant, email)).await?;
+        self.store.refund(&address_key(address)).await
     }
 }
 
@@ -133,7 +132,7 @@ fn address_key(address: &str) -> String {
     format!("mesh:login-failures:address:{address}")
 }
 
-/// Failure counters in memory.
+/// Attempt counters in memory (windows by the caller's clock).
 #[derive(Debug, Default)]
 pub struct MemoryAttemptStore {
     counters: Mutex<HashMap<String, (u32, SystemTime)>>,
@@ -146,27 +145,27 @@ impl MemoryAttemptStore {
 }
 
 impl AttemptStore for MemoryAttemptStore {
-    fn failures<'a>(&'a self, key: &'a str, now: SystemTime) -> BoxFuture<'a, Result<(u32, Duration), AuthError>> {
-        Box::pin(async move {
-            Ok(match self.lock().get(key) {
-                Some((failures, until)) if now < *until => (*failures, until.duration_since(now).unwrap_or_default()),
-                _ => (0, Duration::ZERO),
-            })
-        })
-    }
-
-    fn record_failure<'a>(
+    fn record_attempt<'a>(
         &'a self,
         key: &'a str,
         window: Duration,
         now: SystemTime,
-    ) -> BoxFuture<'a, Result<u32, AuthError>> {
+    ) -> BoxFuture<'a, Result<(u32, Duration), AuthError>> {
         Box::pin(async move {
             let mut counters = self.lock();
             counters.retain(|_, (_, until)| now < *until);
             let counter = counters.entry(key.to_owned()).or_insert((0, now + window));
             counter.0 += 1;
-            Ok(counter.0)
+            Ok((counter.0, counter.1.duration_since(now).unwrap_or_default()))
+        })
+    }
+
+    fn refund<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), AuthError>> {
+        Box::pin(async move {
+            if let Some(counter) = self.lock().get_mut(key) {
+                counter.0 = counter.0.saturating_sub(1);
+            }
+            Ok(())
         })
     }
 
@@ -178,11 +177,12 @@ impl AttemptStore for MemoryAttemptStore {
     }
 }
 
-/// Failure counters in Redis: INCR with a PEXPIRE set by the first failure (one script),
-/// read with GET and PTTL. Redis's clock runs the windows.
+/// Attempt counters in Redis: one script does INCR, the PEXPIRE of a new counter and PTTL;
+/// Redis's clock runs the windows.
 pub struct RedisAttemptStore {
     pool: RedisPool,
     record: Script,
+    refund: Script,
 }
 
 impl std::fmt::Debug for RedisAttemptStore {
@@ -197,9 +197,14 @@ impl RedisAttemptStore {
         let record = Script::new(
             "local n = redis.call('INCR', KEYS[1])\n\
              if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end\n\
-             return n",
+             return {n, redis.call('PTTL', KEYS[1])}",
         );
-        Self { pool, record }
+        let refund = Script::new(
+            "local n = tonumber(redis.call('GET', KEYS[1]) or '0')\n\
+             if n > 0 then redis.call('DECR', KEYS[1]) end\n\
+             return 1",
+        );
+        Self { pool, record, refund }
     }
 
     async fn connection(&self) -> Result<bb8::PooledConnection<'_, mesh_core::backend::RedisManager>, AuthError> {
@@ -212,32 +217,26 @@ fn unavailable(error: redis::RedisError) -> AuthError {
 }
 
 impl AttemptStore for RedisAttemptStore {
-    fn failures<'a>(&'a self, key: &'a str, _now: SystemTime) -> BoxFuture<'a, Result<(u32, Duration), AuthError>> {
-        Box::pin(async move {
-            let mut connection = self.connection().await?;
-            let (failures, ttl): (Option<u32>, i64) = redis::pipe()
-                .cmd("GET")
-                .arg(key)
-                .cmd("PTTL")
-                .arg(key)
-                .query_async(&mut *connection)
-                .await
-                .map_err(unavailable)?;
-            let left = Duration::from_millis(u64::try_from(ttl).unwrap_or(0));
-            Ok((failures.unwrap_or(0), left))
-        })
-    }
-
-    fn record_failure<'a>(
+    fn record_attempt<'a>(
         &'a self,
         key: &'a str,
         window: Duration,
         _now: SystemTime,
-    ) -> BoxFuture<'a, Result<u32, AuthError>> {
+    ) -> BoxFuture<'a, Result<(u32, Duration), AuthError>> {
         Box::pin(async move {
             let mut connection = self.connection().await?;
             let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-            self.record.key(key).arg(window).invoke_async(&mut *connection).await.map_err(unavailable)
+            let (attempts, ttl): (u32, i64) =
+                self.record.key(key).arg(window).invoke_async(&mut *connection).await.map_err(unavailable)?;
+            Ok((attempts, Duration::from_millis(u64::try_from(ttl).unwrap_or(0))))
+        })
+    }
+
+    fn refund<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), AuthError>> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            let _: i64 = self.refund.key(key).invoke_async(&mut *connection).await.map_err(unavailable)?;
+            Ok(())
         })
     }
 

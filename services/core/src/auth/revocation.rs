@@ -44,7 +44,8 @@ pub trait RevocationStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), RevocationError>>;
 
     /// Whether an access token of `tenant` with session `session` (if any) and token id
-    /// `token` is revoked at `now`.
+    /// `token` is revoked at `now`. The Redis store answers by Redis's clock (its keys
+    /// expire at `until`) and ignores `now`; the memory store compares with `now`.
     fn is_revoked<'a>(
         &'a self,
         tenant: &'a str,

@@ -31,6 +31,8 @@ use crate::backend::RedisPool;
 
 const COMMON: &str = include_str!("lua/common.lua");
 const ENQUEUE_FN: &str = include_str!("lua/enqueue_fn.lua");
+/// Most entries one ack script takes (Lua's `unpack` fails somewhere below 8,000).
+const ACK_CHUNK: usize = 1000;
 
 /// The Redis [`JobQueue`], sharing the process's command pool.
 pub struct RedisJobQueue {
@@ -232,15 +234,18 @@ impl JobQueue for RedisJobQueue {
             let mut connection = self.connection().await?;
             for (queue, group, entries) in groups {
                 let keys = QueueKeys::new(queue, group);
-                let _: i64 = self
-                    .scripts
-                    .ack
-                    .key(&keys.stream)
-                    .arg(group)
-                    .arg(entries)
-                    .invoke_async(&mut *connection)
-                    .await
-                    .map_err(unavailable)?;
+                // Lua unpacks the ids onto its C stack: keep each call well below its limit.
+                for chunk in entries.chunks(ACK_CHUNK) {
+                    let _: i64 = self
+                        .scripts
+                        .ack
+                        .key(&keys.stream)
+                        .arg(group)
+                        .arg(chunk)
+                        .invoke_async(&mut *connection)
+                        .await
+                        .map_err(unavailable)?;
+                }
             }
             Ok(())
         })

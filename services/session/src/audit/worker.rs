@@ -173,13 +173,11 @@ impl AuditWorker {
 
 /// The handler of a claimed batch of audit jobs: decode each, append the events in one
 /// write (one transaction, one fsync). A job that holds no audit event fails on its own (and
-/// ends in the dead letters); the others share the append's outcome. An unavailable sink
-/// cancels `outage`, which stops the worker from claiming more (the batch is retried once
-/// the sink is back).
+/// ends in the dead letters). If the sink refuses the batch for another reason than being
+/// unavailable, the events are appended one by one, so only the one it refuses fails. An
+/// unavailable sink cancels `outage`, which stops the worker from claiming more (the batch
+/// is retried once the sink is back).
 async fn write_events(sink: &dyn AuditSink, jobs: &[Job], outage: &CancellationToken) -> Vec<Result<(), String>> {
-    if outage.is_cancelled() {
-        return jobs.iter().map(|_| Err("audit sink unavailable".to_owned())).collect();
-    }
     let decoded: Vec<Result<AuditEvent, String>> = jobs
         .iter()
         .map(|job| {
@@ -190,15 +188,38 @@ async fn write_events(sink: &dyn AuditSink, jobs: &[Job], outage: &CancellationT
         })
         .collect();
     let events: Vec<AuditEvent> = decoded.iter().filter_map(|event| event.as_ref().ok().cloned()).collect();
-    let appended = if events.is_empty() {
-        Ok(())
-    } else {
-        sink.append(&events).await.map_err(|error| {
-            if error.is_unavailable() {
-                outage.cancel();
-            }
-            error.to_string()
-        })
+    let batch = match append(sink, &events, outage).await {
+        Err(error) if events.len() > 1 && !outage.is_cancelled() => {
+            tracing::warn!(%error, events = events.len(), "the audit sink refused a batch: writing its events one by one");
+            None
+        }
+        outcome => Some(outcome),
     };
-    decoded.into_iter().map(|event| event.and(appended.clone())).collect()
+    let mut results = Vec::with_capacity(jobs.len());
+    for event in decoded {
+        let result = match (event, &batch) {
+            (Err(error), _) => Err(error),
+            (Ok(_), Some(outcome)) => outcome.clone(),
+            (Ok(event), None) => append(sink, std::slice::from_ref(&event), outage).await,
+        };
+        results.push(result);
+    }
+    results
+}
+
+/// Appends `events` (none: nothing to do); an unavailable sink cancels `outage`, and once
+/// it is cancelled nothing is tried.
+async fn append(sink: &dyn AuditSink, events: &[AuditEvent], outage: &CancellationToken) -> Result<(), String> {
+    if outage.is_cancelled() {
+        return Err("audit sink unavailable".to_owned());
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    sink.append(events).await.map_err(|error| {
+        if error.is_unavailable() {
+            outage.cancel();
+        }
+        error.to_string()
+    })
 }

@@ -8,9 +8,9 @@
 //! `max_expire_time`.
 //!
 //! A read (GetSession) is activity too, but it moves the stored expiry only in steps of
-//! [`Lifetimes::read_slide_step`] (1 s, or 1/100 of the idle TTL if that is less): a session
-//! read many times a second is written at most once a second, and its expiry is never more
-//! than one step short of `last_read + idle_ttl`. Writes (TouchSession, UpdateSession)
+//! [`Lifetimes::read_slide_step`] (1 s, or 1/100 of the idle TTL if that is less) or onto the
+//! cap: a session read many times a second is written at most about once a second, and its
+//! expiry is never more than one step short of `last_read + idle_ttl`. Writes (TouchSession, UpdateSession)
 //! always slide exactly.
 
 use std::time::{Duration, SystemTime};
@@ -80,11 +80,12 @@ impl Lifetimes {
     }
 
     /// The idle expiry after a read at `now`: [`slide`](Self::slide) when that moves it by at
-    /// least [`read_slide_step`](Self::read_slide_step), else `current` (nothing to write).
+    /// least [`read_slide_step`](Self::read_slide_step) or onto the cap (so a session read
+    /// all along still ends exactly at its cap), else `current` (nothing to write).
     pub fn slide_on_read(&self, current: SystemTime, now: SystemTime, max_expire_time: SystemTime) -> SystemTime {
         let slid = self.slide(current, now, max_expire_time);
         let moved = slid.duration_since(current).unwrap_or_default();
-        if moved >= self.read_slide_step() { slid } else { current }
+        if moved >= self.read_slide_step() || (slid == max_expire_time && slid != current) { slid } else { current }
     }
 }
 
@@ -153,8 +154,12 @@ mod tests {
         assert_eq!(rules.slide_on_read(current, at(1), cap), at(3601));
         // Short idle TTLs read-slide in 1/100 of the TTL.
         assert_eq!(lifetimes(2, 4).read_slide_step(), Duration::from_millis(20));
-        // Never past the cap, never back.
-        assert_eq!(rules.slide_on_read(at(8 * 3600), at(8 * 3600 - 10), cap), cap);
+        // Onto the cap even by less than a step, never past it, never back.
+        let near_cap = cap - Duration::from_millis(500);
+        assert_eq!(rules.slide_on_read(near_cap, at(8 * 3600 - 10), cap), cap);
+        assert_eq!(rules.slide_on_read(cap, at(8 * 3600 - 10), cap), cap);
+        let later = rules.idle_expire_time(at(10), cap);
+        assert_eq!(rules.slide_on_read(later, at(5), cap), later);
     }
 
     #[test]

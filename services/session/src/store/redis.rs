@@ -439,7 +439,8 @@ impl SessionStore for RedisStore {
             if self.lifetimes.slide_on_read(session.expire_time, now, session.max_expire_time) == session.expire_time {
                 return Ok(session);
             }
-            let invocation = self.prepare_quiet(&self.scripts.get, tenant, user, id, now);
+            let mut invocation = self.prepare_quiet(&self.scripts.get, tenant, user, id, now);
+            invocation.arg(i64::try_from(self.lifetimes.read_slide_step().as_millis()).unwrap_or(i64::MAX));
             let reply: Option<Reply> = self.invoke(&invocation).await?;
             session_of(reply, tenant, user, id)
         })
