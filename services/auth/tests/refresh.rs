@@ -55,19 +55,8 @@ fn truncated(time: SystemTime) -> SystemTime {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $name() { super::$name(super::Fixture::start(false).await).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-              async fn $name() { super::$name(super::Fixture::start(true).await).await })*
-        }
-    };
-}
-
-conformance!(
+mesh_testkit::conformance!(
+    Fixture:
     a_rotation_consumes_the_token_and_the_next_one_works,
     a_reused_token_revokes_its_whole_family,
     of_twenty_parallel_rotations_of_one_token_exactly_one_succeeds,

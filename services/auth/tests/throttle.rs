@@ -43,19 +43,8 @@ fn retry_after(result: Result<(), AuthError>) -> Duration {
     }
 }
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $name() { super::$name(super::Fixture::start(false).await).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-              async fn $name() { super::$name(super::Fixture::start(true).await).await })*
-        }
-    };
-}
-
-conformance!(
+mesh_testkit::conformance!(
+    Fixture:
     an_account_is_throttled_after_its_failures,
     parallel_attempts_cannot_exceed_the_limit,
     an_address_is_throttled_across_accounts_and_a_success_does_not_clear_it,

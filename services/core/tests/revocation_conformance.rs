@@ -27,18 +27,8 @@ impl Fixture {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $name() { super::$name(super::Fixture::start(false).await).await })*
-        }
-        mod redis {
-            $(#[tokio::test] async fn $name() { super::$name(super::Fixture::start(true).await).await })*
-        }
-    };
-}
-
-conformance!(
+mesh_testkit::conformance!(
+    Fixture:
     a_revoked_session_revokes_every_token_of_it_in_its_tenant_only,
     a_revoked_token_id_revokes_that_token_only,
     a_revocation_is_forgotten_after_its_until_and_never_shortened,

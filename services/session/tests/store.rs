@@ -99,19 +99,8 @@ fn patch(key: &str, value: &str) -> AttributesPatch {
     AttributesPatch::parse([(key.to_string(), value.to_string())], "set", Vec::new(), "remove").unwrap()
 }
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $name() { super::$name(super::Fixture::start(false).await).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-              async fn $name() { super::$name(super::Fixture::start(true).await).await })*
-        }
-    };
-}
-
-conformance!(
+mesh_testkit::conformance!(
+    Fixture:
     a_created_session_can_be_read_back_and_listed,
     an_update_bumps_the_version_and_a_stale_one_conflicts,
     a_touch_slides_the_expiry_and_keeps_the_version,

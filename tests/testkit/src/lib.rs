@@ -22,3 +22,22 @@ pub use app::TestApp;
 pub use postgres::PostgresServer;
 pub use redis::RedisServer;
 pub use wait::eventually;
+
+/// Runs each named check of a conformance suite against the memory and the Redis
+/// implementation of a boundary: `conformance!(Fixture: check_a, check_b)` makes the tests
+/// `memory::check_a` and `redis::check_a` (on a 4-worker runtime, so concurrency checks meet
+/// real parallelism), each calling `check_a(Fixture::start(redis).await)`. The fixture type
+/// has `async fn start(redis: bool) -> Self`; the calling crate depends on tokio.
+#[macro_export]
+macro_rules! conformance {
+    ($fixture:ident: $($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test]
+              async fn $name() { super::$name(super::$fixture::start(false).await).await })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+              async fn $name() { super::$name(super::$fixture::start(true).await).await })*
+        }
+    };
+}
