@@ -319,13 +319,9 @@ async fn workers(
         let bearer = MetadataValue::try_from(format!("Bearer {token}"))?;
         let channel = meshd_channels[n % connections].clone();
         let mut sessions = SessionServiceClient::new(channel.clone());
-        let mut create = Request::new(pb::CreateSessionRequest::default());
-        create.metadata_mut().insert("authorization", bearer.clone());
-        let session = sessions.create_session(create).await?.into_inner().session.context("a session")?;
+        let session = create_session(&mut sessions, &bearer).await?;
         let mut memory_sessions = SessionServiceClient::new(memory_channels[n % connections].clone());
-        let mut create = Request::new(pb::CreateSessionRequest::default());
-        create.metadata_mut().insert("authorization", bearer.clone());
-        let memory_session = memory_sessions.create_session(create).await?.into_inner().session.context("a session")?;
+        let memory_session = create_session(&mut memory_sessions, &bearer).await?;
         workers.push(Arc::new(Mutex::new(Worker {
             echo: HealthClient::new(echo_channels[n % connections].clone()),
             echo_redis: HealthClient::new(echo_redis_channels[n % connections].clone()),
@@ -340,6 +336,16 @@ async fn workers(
         })));
     }
     Ok(workers)
+}
+
+/// A new session of the caller `bearer` names.
+async fn create_session(
+    sessions: &mut SessionServiceClient<Channel>,
+    bearer: &MetadataValue<tonic::metadata::Ascii>,
+) -> anyhow::Result<pb::Session> {
+    let mut create = Request::new(pb::CreateSessionRequest::default());
+    create.metadata_mut().insert("authorization", bearer.clone());
+    sessions.create_session(create).await?.into_inner().session.context("a session")
 }
 
 /// Every worker calls `call` back to back: a warm-up, then the measured run.

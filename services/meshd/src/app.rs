@@ -83,11 +83,12 @@ impl App {
             None
         };
         let configured = SigningKeyPair::from_settings(&settings.auth)?;
-        let signer = configured.or_else(|| dev_key.clone());
-        let mut verifier = TokenVerifier::from_settings(&settings.auth, signer.as_ref())?;
-        if let Some(dev_key) = dev_key.as_ref().filter(|dev| signer.as_ref().is_some_and(|s| s.kid() != dev.kid())) {
+        let mut verifier = TokenVerifier::from_settings(&settings.auth, configured.as_ref().or(dev_key.as_ref()))?;
+        if let (Some(_), Some(dev_key)) = (&configured, &dev_key) {
+            // The configured key signs; the dev key still verifies.
             verifier.add_key_pair(dev_key);
         }
+        let signer = configured.or_else(|| dev_key.clone());
         Ok(Self { settings, verifier: Arc::new(verifier), dev_key, signer, services })
     }
 

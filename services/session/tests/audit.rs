@@ -437,15 +437,7 @@ async fn a_job_that_is_not_an_audit_event_is_dead_lettered_and_its_batch_is_writ
     }
     let (shutdown, task) = spawn_worker(&jobs, sink.clone());
 
-    let dead = eventually("the job is dead-lettered", || async {
-        let dead = jobs.dead_letters(&audit_queue(), 10).await.unwrap();
-        (!dead.is_empty()).then_some(dead)
-    })
-    .await;
-    eventually("the queue is drained", || async {
-        (jobs.stats(&audit_queue(), AUDIT_GROUP).await.unwrap().depth() == 0).then_some(())
-    })
-    .await;
+    let dead = dead_letters_once_drained(&jobs).await;
     stop_worker(shutdown, task).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].job.id, id);
@@ -464,7 +456,17 @@ async fn an_event_the_sink_refuses_fails_alone_and_the_rest_of_its_batch_is_writ
     }
     let (shutdown, task) = spawn_worker(&jobs, sink.clone());
 
-    let dead = eventually("the refused event is dead-lettered after its attempts", || async {
+    let dead = dead_letters_once_drained(&jobs).await;
+    stop_worker(shutdown, task).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].job.id.as_str(), refused);
+    let written: Vec<AuditEvent> = enqueued.iter().filter(|event| event.event_id != refused).cloned().collect();
+    assert_eq!(sink.inner.events(), written, "every other event is written once, in order");
+}
+
+/// Waits until the audit queue has a dead letter and is otherwise drained; the dead letters.
+async fn dead_letters_once_drained(jobs: &Arc<dyn JobQueue>) -> Vec<mesh_core::jobs::DeadLetter> {
+    let dead = eventually("a job is dead-lettered", || async {
         let dead = jobs.dead_letters(&audit_queue(), 10).await.unwrap();
         (!dead.is_empty()).then_some(dead)
     })
@@ -473,11 +475,7 @@ async fn an_event_the_sink_refuses_fails_alone_and_the_rest_of_its_batch_is_writ
         (jobs.stats(&audit_queue(), AUDIT_GROUP).await.unwrap().depth() == 0).then_some(())
     })
     .await;
-    stop_worker(shutdown, task).await;
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].job.id.as_str(), refused);
-    let written: Vec<AuditEvent> = enqueued.iter().filter(|event| event.event_id != refused).cloned().collect();
-    assert_eq!(sink.inner.events(), written, "every other event is written once, in order");
+    dead
 }
 
 /// Waits until PostgreSQL holds exactly the ids of `expected`, each once.

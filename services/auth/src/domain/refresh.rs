@@ -11,6 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
+use super::{hex, random_hex_128};
+
 /// Length of a refresh token: 32 bytes in URL-safe base64 without padding.
 pub const REFRESH_TOKEN_LEN: usize = 43;
 
@@ -69,9 +71,7 @@ pub struct FamilyId(String);
 impl FamilyId {
     /// A new family id.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        Self(hex(&bytes))
+        Self(random_hex_128())
     }
 
     /// A family id read back from a store (32 hex digits), else `None`.
@@ -99,10 +99,6 @@ pub struct RefreshRecord {
     pub family: FamilyId,
     /// When every token of the family stops working: the session's absolute cap.
     pub expire_time: SystemTime,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -2,8 +2,6 @@
 
 use std::time::SystemTime;
 
-use rand::RngCore as _;
-
 use super::{Email, PasswordHash};
 
 /// A user id assigned by the server: 128 random bits as 32 lowercase hex digits (a valid
@@ -14,9 +12,7 @@ pub struct UserId(String);
 impl UserId {
     /// A new random id.
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Self(super::random_hex_128())
     }
 
     /// An id read back from a store or a token (32 lowercase hex digits), else `None`.

@@ -98,10 +98,15 @@ impl Tokens {
         self.families.entry(record.family.clone()).or_default().insert(token.clone());
     }
 
-    fn revoke_family(&mut self, record: &RefreshRecord) {
-        for token in self.families.remove(&record.family).unwrap_or_default() {
+    /// Drops every token of `family` and the family itself.
+    fn drop_family(&mut self, family: &FamilyId) {
+        for token in self.families.remove(family).unwrap_or_default() {
             self.tokens.remove(&token);
         }
+    }
+
+    fn revoke_family(&mut self, record: &RefreshRecord) {
+        self.drop_family(&record.family);
         if let Some(families) = self.sessions.get_mut(&(record.tenant.clone(), record.session_id.clone())) {
             families.remove(&record.family);
         }
@@ -185,9 +190,7 @@ impl RefreshTokenStore for MemoryRefreshStore {
             let mut tokens = self.lock();
             let families = tokens.sessions.remove(&(tenant.to_owned(), session_id.to_owned())).unwrap_or_default();
             for family in &families {
-                for token in tokens.families.remove(family).unwrap_or_default() {
-                    tokens.tokens.remove(&token);
-                }
+                tokens.drop_family(family);
             }
             Ok(families.len())
         })

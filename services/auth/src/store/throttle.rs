@@ -123,8 +123,7 @@ impl LoginThrottle {
 /// key names, and no characters that mean something to Redis).
 fn account_key(tenant: &str, email: &Email) -> String {
     let digest = Sha256::digest(email.normalized().as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("t:{tenant}:login-failures:{hex}")
+    format!("t:{tenant}:login-failures:{}", crate::domain::hex(&digest[..16]))
 }
 
 /// The counter of a client address.

@@ -6,7 +6,7 @@
 //! each group has a cursor into it, its in-flight entries and its retries waiting for their
 //! backoff. A retry that is due is appended to the log again, addressed to its group only.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -115,13 +115,20 @@ impl JobQueue for MemoryJobQueue {
     fn ack_all<'a>(&'a self, deliveries: &'a [Delivery]) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             let mut queues = self.queues();
+            let mut acked = HashSet::new();
             for delivery in deliveries {
                 let Ok(seq) = delivery.entry.parse::<u64>() else { continue };
                 let Some(state) = queues.get_mut(&delivery.job.queue) else { continue };
                 if let Some(group) = state.groups.get_mut(&delivery.group) {
                     group.in_flight.remove(&seq);
                 }
-                state.trim();
+                acked.insert(&delivery.job.queue);
+            }
+            // Trimmed once per queue, as the Redis script does.
+            for queue in acked {
+                if let Some(state) = queues.get_mut(queue) {
+                    state.trim();
+                }
             }
             Ok(())
         })
