@@ -8,9 +8,12 @@
 //!   [`RefreshTokenStore`](store::RefreshTokenStore) (memory and Redis: atomic rotation with
 //!   reuse detection).
 //!
-//! The gRPC adapter (Register, Login, Refresh, ...) builds on these.
+//! - [`grpc`]: the adapter of `mesh.auth.v1.AuthService` on these, calling the Session
+//!   service through its generated client and revoking through
+//!   [`Revocations`](mesh_core::auth::Revocations).
 
 pub mod domain;
+pub mod grpc;
 pub mod store;
 
 pub use domain::AuthError;

@@ -21,6 +21,8 @@ pub enum Code {
     InvalidArgument,
     /// The resource does not exist, or belongs to another tenant or user.
     NotFound,
+    /// The resource to create exists already (a unique key is taken).
+    AlreadyExists,
     /// A concurrent change won (optimistic locking): re-read and retry.
     Aborted,
     /// The resource is not in a state that allows the call; fix the state first.
@@ -93,6 +95,11 @@ impl Error {
     /// The `resource` (e.g. `session`) does not exist for this caller.
     pub fn not_found(resource: &str) -> Self {
         Self::new(Code::NotFound, "NOT_FOUND", format!("{resource} not found"))
+    }
+
+    /// The resource to create exists already; `reason` says which unique key is taken.
+    pub fn already_exists(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Code::AlreadyExists, reason, message)
     }
 
     /// Optimistic locking lost: the stored version is `current` (sent as metadata

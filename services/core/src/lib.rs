@@ -9,6 +9,7 @@
 //!   auth layer, the per-RPC layer (tracing span, shutdown of open streams), HTTP/2 limits.
 //! - [`broker`]: the streaming backbone: positions, bounded history, live fan-out.
 //! - [`jobs`]: the job queue (memory, Redis Streams): at-least-once, retries, dead letters.
+//! - [`request_id`]: the idempotency key of create calls (AIP-155).
 //! - [`backend`]: health probes of I/O backends (memory and Redis).
 //! - [`telemetry`]: the tracing subscriber (readable or JSON logs).
 //!
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod jobs;
+pub mod request_id;
 pub mod telemetry;
 pub mod transport;
 

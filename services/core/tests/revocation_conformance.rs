@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use mesh_core::auth::revocation::ActiveRevocation;
 use mesh_core::auth::{MemoryRevocationStore, RedisRevocationStore, RevocationStore, Revoked};
 use mesh_core::backend::redis_pool;
 use mesh_core::config::RedisSettings;
@@ -32,6 +33,7 @@ mesh_testkit::conformance!(
     a_revoked_session_revokes_every_token_of_it_in_its_tenant_only,
     a_revoked_token_id_revokes_that_token_only,
     a_revocation_is_forgotten_after_its_until_and_never_shortened,
+    active_lists_every_revocation_in_force_with_its_tenant_and_latest_until,
 );
 
 async fn a_revoked_session_revokes_every_token_of_it_in_its_tenant_only(fixture: Fixture) {
@@ -67,4 +69,30 @@ async fn a_revocation_is_forgotten_after_its_until_and_never_shortened(fixture: 
     store.revoke("acme", &[Revoked::Session("s1".into())], now - Duration::from_secs(1)).await.unwrap();
     assert!(store.is_revoked("acme", Some("s1"), "j1", now).await.unwrap(), "an earlier until never shortens");
     store.revoke("acme", &[], now + HOUR).await.unwrap();
+}
+
+async fn active_lists_every_revocation_in_force_with_its_tenant_and_latest_until(fixture: Fixture) {
+    // Whole milliseconds: the Redis index keeps milliseconds.
+    let now = SystemTime::UNIX_EPOCH
+        + Duration::from_millis(
+            u64::try_from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis()).unwrap(),
+        );
+    let store = &fixture.store;
+    assert!(store.active(now).await.unwrap().is_empty());
+    store.revoke("acme", &[Revoked::Session("s1".into()), Revoked::Token("j1".into())], now + HOUR).await.unwrap();
+    store.revoke("acme", &[Revoked::Session("s1".into())], now + 2 * HOUR).await.unwrap();
+    store.revoke("other", &[Revoked::Session("s1".into())], now + HOUR).await.unwrap();
+    store.revoke("acme", &[Revoked::Session("gone".into())], now - Duration::from_secs(1)).await.unwrap();
+    let mut active = store.active(now).await.unwrap();
+    active.sort_by(|a, b| (&a.tenant, format!("{:?}", a.revoked)).cmp(&(&b.tenant, format!("{:?}", b.revoked))));
+    let entry = |tenant: &str, revoked: Revoked, until| ActiveRevocation { tenant: tenant.into(), revoked, until };
+    assert_eq!(
+        active,
+        vec![
+            entry("acme", Revoked::Session("s1".into()), now + 2 * HOUR),
+            entry("acme", Revoked::Token("j1".into()), now + HOUR),
+            entry("other", Revoked::Session("s1".into()), now + HOUR),
+        ]
+    );
+    assert!(store.active(now + 3 * HOUR).await.unwrap().is_empty(), "none in force later");
 }

@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
-use mesh_core::auth::{SigningKeyPair, TokenVerifier, load_or_create_dev_key};
+use mesh_core::auth::{
+    MemoryRevocationStore, RedisRevocationStore, RevocationStore, Revocations, SigningKeyPair, TokenVerifier,
+    load_or_create_dev_key,
+};
 use mesh_core::config::{ConfigError, ServerSettings, Settings};
 use mesh_core::transport::{AuthLayer, RpcLayer};
 use tokio::net::TcpListener;
@@ -141,14 +144,33 @@ impl App {
         routes.add_service(health_service);
         let background = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        for entry in &self.services {
-            match entry.name {
-                "session" => {
-                    routes
-                        .add_service(crate::session::start(&self.settings, &backbone, &mut tasks, &background).await?);
-                }
-                other => unreachable!("service `{other}` is in the registry but not wired"),
+        // Every instance rejects revoked tokens: its view follows the broker, and asks the
+        // revocation store while it cannot trust that feed.
+        let revocation_store: Arc<dyn RevocationStore> = match &backbone.redis {
+            Some(pool) => Arc::new(RedisRevocationStore::new(pool.clone())),
+            None => Arc::new(MemoryRevocationStore::default()),
+        };
+        let revocations = Revocations::new(revocation_store, backbone.hub.clone());
+        tasks.spawn(revocations.clone().watch(backbone.subscription, background.clone()));
+        let auth_layer = AuthLayer::new(self.verifier.clone()).with_revocations(revocations.clone());
+
+        let selected = |name: &str| self.services.iter().any(|entry| entry.name == name);
+        if selected("session") {
+            let session = crate::session::start(&self.settings, &backbone, &mut tasks, &background).await?;
+            if selected("auth") {
+                let signer = self.signer.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("the auth service needs a signing key: set [auth.signing_key] (or auth.dev_key)")
+                })?;
+                let wiring = crate::auth::AuthWiring {
+                    signer,
+                    jwks: self.verifier.jwks(),
+                    session: session.clone(),
+                    layer: auth_layer.clone(),
+                    revocations: revocations.clone(),
+                };
+                routes.add_service(crate::auth::start(&self.settings, &backbone, wiring)?);
             }
+            routes.add_service(session);
         }
         if server_settings.reflection {
             add_reflection(&mut routes, &self.grpc_service_names(), &server_settings)?;
@@ -159,7 +181,7 @@ impl App {
         let grpc = tower::ServiceBuilder::new()
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RpcLayer::new(end_streams.clone()))
-            .layer(AuthLayer::new(self.verifier.clone()))
+            .layer(auth_layer)
             .service(routes.routes());
         let routes =
             Routes::from(crate::http::router(self.grpc_service_names(), &self.verifier.jwks()).fallback_service(grpc));

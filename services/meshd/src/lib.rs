@@ -9,10 +9,12 @@
 //! - [`health`]: grpc.health.v1 statuses driven by backend probes.
 //! - [`http`]: the plain HTTP endpoints beside gRPC.
 //! - [`session`]: wiring of the Session service (store, audit trail, worker, sweeper).
+//! - [`auth`]: wiring of the Auth service (stores, hasher, issuer, in-process Session client).
 //!
 //! Wiring happens here and nowhere else: no globals, no service locator.
 
 pub mod app;
+pub mod auth;
 pub mod backbone;
 pub mod cli;
 pub mod health;

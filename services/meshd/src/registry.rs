@@ -18,8 +18,10 @@ pub struct ServiceEntry {
 }
 
 /// Every service of this build.
-pub const AVAILABLE: &[ServiceEntry] =
-    &[ServiceEntry { name: "session", grpc_names: &[mesh_proto::service_names::SESSION_V1] }];
+pub const AVAILABLE: &[ServiceEntry] = &[
+    ServiceEntry { name: "session", grpc_names: &[mesh_proto::service_names::SESSION_V1] },
+    ServiceEntry { name: "auth", grpc_names: &[mesh_proto::service_names::AUTH_V1] },
+];
 
 /// The services to run for the `services` setting: all of them when it is empty.
 pub fn select(requested: &[String]) -> Result<Vec<ServiceEntry>, ConfigError> {
@@ -39,6 +41,14 @@ pub fn select(requested: &[String]) -> Result<Vec<ServiceEntry>, ConfigError> {
         if !selected.contains(entry) {
             selected.push(*entry);
         }
+    }
+    let has = |name: &str| selected.iter().any(|entry| entry.name == name);
+    if has("auth") && !has("session") {
+        return Err(ConfigError::new(
+            "services",
+            "auth creates sessions through the Session service, which is not selected",
+            "session beside auth (for example `session,auth`)",
+        ));
     }
     Ok(selected)
 }
@@ -65,5 +75,13 @@ mod tests {
         let error = select(&["bogus".to_owned()]).unwrap_err();
         assert_eq!(error.key, "services");
         assert!(error.problem.contains("bogus"));
+    }
+
+    #[test]
+    fn auth_needs_session_in_the_same_process() {
+        let error = select(&["auth".to_owned()]).unwrap_err();
+        assert!(error.problem.contains("Session service"), "{}", error.problem);
+        let both = select(&["auth".to_owned(), "session".to_owned()]).unwrap();
+        assert_eq!(both.len(), 2);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mesh_core::auth::{AccessClaims, SigningKeyPair, random_id};
-use mesh_core::config::{Settings, VerificationKey};
+use mesh_core::config::{Secret, Settings, SigningKeySettings, VerificationKey};
 use meshd::App;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -40,7 +40,8 @@ impl std::fmt::Debug for TestApp {
 
 impl TestApp {
     /// Boots meshd with test settings: a free port, a fresh data directory, a generated
-    /// key pair trusted under its key id (no dev key), a 200 ms drain.
+    /// key pair trusted under its key id (no dev key; it is also the signing key unless
+    /// `configure` sets another), a 200 ms drain.
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(|_| {}).await
     }
@@ -64,6 +65,16 @@ impl TestApp {
             public_key_file: None,
         }];
         configure(&mut settings);
+        if settings.auth.signing_key.is_none() && !settings.auth.dev_key {
+            // No other signer was configured: the test key signs (the Auth service's
+            // tokens), instead of only being trusted.
+            settings.auth.keys.retain(|trusted| trusted.kid != key.kid());
+            settings.auth.signing_key = Some(SigningKeySettings {
+                kid: key.kid().to_owned(),
+                private_key_pem: Some(Secret::new(key.private_key_pem())),
+                private_key_file: None,
+            });
+        }
 
         let app = App::build(settings.clone()).map_err(|error| anyhow::anyhow!("meshd did not build: {error}"))?;
         let listener = meshd::app::bind(settings.server.listen).await?;

@@ -93,6 +93,12 @@ impl Default for Argon2Params {
     }
 }
 
+impl From<mesh_core::config::PasswordHashSettings> for Argon2Params {
+    fn from(settings: mesh_core::config::PasswordHashSettings) -> Self {
+        Self { memory_kib: settings.memory_kib, iterations: settings.iterations, parallelism: settings.parallelism }
+    }
+}
+
 impl Argon2Params {
     /// Checks the values; the message names the offending key.
     pub fn validate(&self) -> Result<(), String> {

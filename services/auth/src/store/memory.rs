@@ -5,6 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use super::{BoxFuture, RefreshTokenStore, Rotation, UserStore};
+use mesh_core::request_id::{REQUEST_ID_TTL, RequestId};
+
 use crate::AuthError;
 use crate::domain::{Email, FamilyId, PasswordHash, RefreshRecord, RefreshTokenHash, User, UserId};
 
@@ -18,6 +20,8 @@ pub struct MemoryUserStore {
 struct Users {
     by_id: HashMap<(String, UserId), User>,
     by_email: HashMap<(String, String), UserId>,
+    /// Register's idempotency keys: (tenant, request id) -> the account and when.
+    requests: HashMap<(String, RequestId), (UserId, SystemTime)>,
 }
 
 impl MemoryUserStore {
@@ -27,15 +31,28 @@ impl MemoryUserStore {
 }
 
 impl UserStore for MemoryUserStore {
-    fn create(&self, user: User) -> BoxFuture<'_, Result<User, AuthError>> {
+    fn create<'a>(&'a self, user: User, request_id: Option<&'a RequestId>) -> BoxFuture<'a, Result<User, AuthError>> {
         Box::pin(async move {
             let mut users = self.lock();
+            let now = SystemTime::now();
+            users.requests.retain(|_, (_, at)| now.duration_since(*at).unwrap_or_default() < REQUEST_ID_TTL);
+            let request_key = request_id.map(|id| (user.tenant.clone(), id.clone()));
+            if let Some((id, _)) = request_key.as_ref().and_then(|key| users.requests.get(key)) {
+                let first = users.by_id.get(&(user.tenant.clone(), id.clone())).ok_or(AuthError::UserNotFound)?;
+                if first.email.normalized() != user.email.normalized() {
+                    return Err(request_id_reused());
+                }
+                return Ok(first.clone());
+            }
             let email_key = (user.tenant.clone(), user.email.normalized().to_owned());
             if users.by_email.contains_key(&email_key) {
                 return Err(AuthError::EmailTaken);
             }
             users.by_email.insert(email_key, user.id.clone());
             users.by_id.insert((user.tenant.clone(), user.id.clone()), user.clone());
+            if let Some(key) = request_key {
+                users.requests.insert(key, (user.id.clone(), now));
+            }
             Ok(user)
         })
     }
@@ -67,6 +84,14 @@ impl UserStore for MemoryUserStore {
             Ok(user.clone())
         })
     }
+}
+
+/// The error of a request id used before for another registration.
+fn request_id_reused() -> AuthError {
+    AuthError::Invalid(vec![mesh_core::FieldViolation::new(
+        "request_id",
+        "was used for another registration in this tenant; send a new UUID",
+    )])
 }
 
 /// Refresh tokens in memory, with the same rules as the Redis store.

@@ -12,6 +12,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::SystemTime;
 
+use mesh_core::request_id::RequestId;
+
 use crate::AuthError;
 use crate::domain::{Email, PasswordHash, RefreshRecord, RefreshTokenHash, User, UserId};
 
@@ -29,8 +31,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Where accounts live.
 pub trait UserStore: Send + Sync + 'static {
     /// Stores a new account; [`AuthError::EmailTaken`] if the tenant has an account with the
-    /// same normalized email.
-    fn create(&self, user: User) -> BoxFuture<'_, Result<User, AuthError>>;
+    /// same normalized email. With `request_id`, a retry within [`REQUEST_ID_TTL`](mesh_core::request_id::REQUEST_ID_TTL) that
+    /// names the same email returns the account the first call created; one that names
+    /// another email is [`AuthError::Invalid`] (the key was used for another request).
+    fn create<'a>(&'a self, user: User, request_id: Option<&'a RequestId>) -> BoxFuture<'a, Result<User, AuthError>>;
 
     /// The tenant's account with `email` (compared by its normalized form).
     fn by_email<'a>(&'a self, tenant: &'a str, email: &'a Email) -> BoxFuture<'a, Result<Option<User>, AuthError>>;

@@ -42,6 +42,16 @@ impl Default for ThrottleSettings {
     }
 }
 
+impl From<mesh_core::config::LoginThrottleSettings> for ThrottleSettings {
+    fn from(settings: mesh_core::config::LoginThrottleSettings) -> Self {
+        Self {
+            max_failures_per_account: settings.max_failures_per_account,
+            max_failures_per_address: settings.max_failures_per_address,
+            window: settings.window,
+        }
+    }
+}
+
 impl ThrottleSettings {
     /// Checks the values; the message names the offending key.
     pub fn validate(&self) -> Result<(), String> {

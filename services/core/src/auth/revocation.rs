@@ -53,6 +53,48 @@ pub trait RevocationStore: Send + Sync + 'static {
         token: &'a str,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<bool, RevocationError>>;
+
+    /// Every revocation still in force at `now`, with its tenant and `until`: what a
+    /// process that may have missed revocations loads to catch up.
+    fn active(&self, now: SystemTime) -> BoxFuture<'_, Result<Vec<ActiveRevocation>, RevocationError>>;
+}
+
+/// One revocation in force, as [`RevocationStore::active`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveRevocation {
+    /// Tenant of the revoked credentials.
+    pub tenant: String,
+    /// What is revoked.
+    pub revoked: Revoked,
+    /// Until when.
+    pub until: SystemTime,
+}
+
+/// The Redis sorted set indexing every revocation by its `until` (milliseconds).
+const INDEX_KEY: &str = "mesh:revocations:index";
+
+/// The index member of a revocation: tenant, kind and id on separate lines (none of them
+/// can hold a line break: tenants are principal ids, sids and jtis come from verified tokens).
+fn index_member(tenant: &str, revoked: &Revoked) -> String {
+    match revoked {
+        Revoked::Session(id) => format!("{tenant}\ns\n{id}"),
+        Revoked::Token(id) => format!("{tenant}\nt\n{id}"),
+    }
+}
+
+fn parse_index_member(member: &str, until: SystemTime) -> Option<ActiveRevocation> {
+    let mut parts = member.splitn(3, '\n');
+    let (tenant, kind, id) = (parts.next()?, parts.next()?, parts.next()?);
+    let revoked = match kind {
+        "s" => Revoked::Session(id.to_owned()),
+        "t" => Revoked::Token(id.to_owned()),
+        _ => return None,
+    };
+    Some(ActiveRevocation { tenant: tenant.to_owned(), revoked, until })
+}
+
+fn millis(time: SystemTime) -> u64 {
+    u64::try_from(time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The key of a revocation (Redis), or its map key (memory).
@@ -74,11 +116,11 @@ fn candidates(tenant: &str, session: Option<&str>, token: &str) -> Vec<String> {
 /// Revocations in memory.
 #[derive(Debug, Default)]
 pub struct MemoryRevocationStore {
-    until: Mutex<HashMap<String, SystemTime>>,
+    until: Mutex<HashMap<String, ActiveRevocation>>,
 }
 
 impl MemoryRevocationStore {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, SystemTime>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ActiveRevocation>> {
         self.until.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -93,10 +135,14 @@ impl RevocationStore for MemoryRevocationStore {
         Box::pin(async move {
             let mut entries = self.lock();
             let now = SystemTime::now();
-            entries.retain(|_, until| *until > now);
+            entries.retain(|_, entry| entry.until > now);
             for revoked in revoked {
-                let entry = entries.entry(key(tenant, revoked)).or_insert(until);
-                *entry = (*entry).max(until);
+                let entry = entries.entry(key(tenant, revoked)).or_insert_with(|| ActiveRevocation {
+                    tenant: tenant.to_owned(),
+                    revoked: revoked.clone(),
+                    until,
+                });
+                entry.until = entry.until.max(until);
             }
             Ok(())
         })
@@ -111,8 +157,14 @@ impl RevocationStore for MemoryRevocationStore {
     ) -> BoxFuture<'a, Result<bool, RevocationError>> {
         Box::pin(async move {
             let entries = self.lock();
-            Ok(candidates(tenant, session, token).iter().any(|key| entries.get(key).is_some_and(|until| now < *until)))
+            Ok(candidates(tenant, session, token)
+                .iter()
+                .any(|key| entries.get(key).is_some_and(|entry| now < entry.until)))
         })
+    }
+
+    fn active(&self, now: SystemTime) -> BoxFuture<'_, Result<Vec<ActiveRevocation>, RevocationError>> {
+        Box::pin(async move { Ok(self.lock().values().filter(|entry| now < entry.until).cloned().collect()) })
     }
 }
 
@@ -149,8 +201,7 @@ impl RevocationStore for RedisRevocationStore {
             if revoked.is_empty() {
                 return Ok(());
             }
-            let at = until.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis();
-            let at = u64::try_from(at).unwrap_or(u64::MAX);
+            let at = millis(until);
             let mut pipeline = redis::pipe();
             pipeline.atomic();
             for revoked in revoked {
@@ -160,7 +211,14 @@ impl RevocationStore for RedisRevocationStore {
                 pipeline.cmd("SET").arg(&key).arg(1).arg("KEEPTTL").ignore();
                 pipeline.cmd("PEXPIREAT").arg(&key).arg(at).arg("NX").ignore();
                 pipeline.cmd("PEXPIREAT").arg(&key).arg(at).arg("GT").ignore();
+                pipeline.cmd("ZADD").arg(INDEX_KEY).arg("GT").arg(at).arg(index_member(tenant, revoked)).ignore();
             }
+            pipeline
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(INDEX_KEY)
+                .arg("-inf")
+                .arg(format!("({}", millis(SystemTime::now())))
+                .ignore();
             let mut connection = self.pool.get().await.map_err(unavailable)?;
             let () = pipeline.query_async(&mut *connection).await.map_err(unavailable)?;
             Ok(())
@@ -180,6 +238,27 @@ impl RevocationStore for RedisRevocationStore {
             let found: i64 =
                 redis::cmd("EXISTS").arg(&keys).query_async(&mut *connection).await.map_err(unavailable)?;
             Ok(found > 0)
+        })
+    }
+
+    fn active(&self, now: SystemTime) -> BoxFuture<'_, Result<Vec<ActiveRevocation>, RevocationError>> {
+        Box::pin(async move {
+            let mut connection = self.pool.get().await.map_err(unavailable)?;
+            let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(INDEX_KEY)
+                .arg(format!("({}", millis(now)))
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("WITHSCORES")
+                .query_async(&mut *connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(entries
+                .into_iter()
+                .filter_map(|(member, at)| {
+                    parse_index_member(&member, SystemTime::UNIX_EPOCH + Duration::from_millis(at as u64))
+                })
+                .collect())
         })
     }
 }

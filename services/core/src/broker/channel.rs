@@ -8,6 +8,9 @@ use std::sync::Arc;
 use crate::FieldViolation;
 use crate::auth::is_valid_principal_id;
 
+/// The tenant part of mesh-wide channels: not a valid tenant id (it starts with `_`).
+pub const MESH_WIDE: &str = "_mesh";
+
 /// Longest tenant-relative channel name.
 pub const MAX_CHANNEL_NAME_LEN: usize = 128;
 
@@ -59,10 +62,22 @@ impl ChannelKey {
         Ok(Self { tenant: Arc::from(tenant), name, full })
     }
 
+    /// The mesh-wide channel `name`: it belongs to no tenant (its tenant part is
+    /// [`MESH_WIDE`], which no tenant id can equal), so only server code that names it
+    /// reaches it, never a client's channel name.
+    pub fn mesh_wide(name: ChannelName) -> Self {
+        let full = Arc::from(format!("{MESH_WIDE}/{}", name.as_str()));
+        Self { tenant: Arc::from(MESH_WIDE), name, full }
+    }
+
     /// Parses a full key (`<tenant>/<name>`), as stores and feeds write it.
     pub fn from_full(full: &str) -> Option<Self> {
         let (tenant, name) = full.split_once('/')?;
-        Self::new(tenant, ChannelName::parse(name, "channel").ok()?).ok()
+        let name = ChannelName::parse(name, "channel").ok()?;
+        if tenant == MESH_WIDE {
+            return Some(Self::mesh_wide(name));
+        }
+        Self::new(tenant, name).ok()
     }
 
     /// The tenant.
@@ -121,5 +136,13 @@ mod tests {
         let b = ChannelKey::new("t2", name).unwrap();
         assert_ne!(a.full(), b.full());
         assert_eq!(ChannelKey::from_full(a.full()), Some(a));
+    }
+
+    #[test]
+    fn a_mesh_wide_channel_is_no_tenant_channel_and_round_trips() {
+        let name = ChannelName::parse("revocations/all", "channel").unwrap();
+        let wide = ChannelKey::mesh_wide(name.clone());
+        assert!(ChannelKey::new(MESH_WIDE, name).is_err(), "no tenant can name it");
+        assert_eq!(ChannelKey::from_full(wide.full()), Some(wide));
     }
 }

@@ -55,6 +55,8 @@ struct HubInner {
     feed: Arc<dyn LiveFeed>,
     history_limit: usize,
     state: Mutex<HubState>,
+    /// False from the moment the feed reports its connection lost until it resumed.
+    connected: AtomicBool,
 }
 
 #[derive(Default)]
@@ -91,7 +93,13 @@ impl Hub {
     /// A hub that reads history from `broker` and receives live publications from `feed`;
     /// after a reconnect it replays at most `history_limit` publications per channel.
     pub fn new(broker: Arc<dyn Broker>, feed: Arc<dyn LiveFeed>, history_limit: usize) -> Self {
-        let inner = Arc::new(HubInner { broker, feed, history_limit, state: Mutex::new(HubState::default()) });
+        let inner = Arc::new(HubInner {
+            broker,
+            feed,
+            history_limit,
+            state: Mutex::new(HubState::default()),
+            connected: AtomicBool::new(true),
+        });
         inner.feed.attach(Arc::new(HubSink(Arc::downgrade(&inner))));
         Self { inner }
     }
@@ -99,6 +107,12 @@ impl Hub {
     /// The broker this hub reads history from.
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.inner.broker
+    }
+
+    /// Whether the live feed is connected: false while it reconnects (publications made
+    /// meanwhile reach subscribers only through the repair once it is back).
+    pub fn feed_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Acquire)
     }
 
     /// Registers one subscriber for `channels` with a queue of `capacity` events, and
@@ -372,7 +386,14 @@ impl LiveSink for HubSink {
 
     fn resumed(&self) {
         if let Some(hub) = self.0.upgrade() {
+            hub.connected.store(true, Ordering::Release);
             hub.resume();
+        }
+    }
+
+    fn interrupted(&self) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.connected.store(false, Ordering::Release);
         }
     }
 }

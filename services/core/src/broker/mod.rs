@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use channel::{ChannelKey, ChannelName, MAX_CHANNEL_NAME_LEN};
+pub use channel::{ChannelKey, ChannelName, MAX_CHANNEL_NAME_LEN, MESH_WIDE};
 
 /// A boxed future, as the boundary traits return them (they are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -197,6 +197,10 @@ pub trait LiveSink: Send + Sync + 'static {
     /// The feed lost its connection and is back: publications may have been missed, and
     /// every subscribed channel must be checked against history.
     fn resumed(&self);
+
+    /// The feed lost its connection: until [`resumed`](Self::resumed), publications do not
+    /// arrive live. Feeds that cannot lose a connection never call it.
+    fn interrupted(&self) {}
 }
 
 /// Carries publications from publishers to the processes that watch their channels.

@@ -180,6 +180,9 @@ async fn run(
             }
         }
         tracing::warn!("redis pub/sub connection lost; reconnecting");
+        if let Some(sink) = sink.get() {
+            sink.interrupted();
+        }
     }
 }
 

@@ -282,6 +282,39 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
             ));
         }
     }
+    check_range("auth.access_token_ttl", auth.access_token_ttl, Duration::from_secs(1), auth.max_token_lifetime)?;
+    for tenant in &auth.closed_tenants {
+        if !crate::auth::is_valid_principal_id(tenant) {
+            return Err(ConfigError::new(
+                "auth.closed_tenants",
+                format!("`{tenant}` is not a tenant id"),
+                "tenant ids matching ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+            ));
+        }
+    }
+    let hash = &auth.password_hash;
+    check_between("auth.password_hash.parallelism", u64::from(hash.parallelism), 1, 16)?;
+    check_between("auth.password_hash.iterations", u64::from(hash.iterations), 1, 16)?;
+    check_between(
+        "auth.password_hash.memory_kib",
+        u64::from(hash.memory_kib),
+        8 * u64::from(hash.parallelism),
+        4 * 1024 * 1024,
+    )?;
+    let throttle = &auth.login_throttle;
+    check_between(
+        "auth.login_throttle.max_failures_per_account",
+        u64::from(throttle.max_failures_per_account),
+        1,
+        1_000_000,
+    )?;
+    check_between(
+        "auth.login_throttle.max_failures_per_address",
+        u64::from(throttle.max_failures_per_address),
+        1,
+        1_000_000,
+    )?;
+    check_range("auth.login_throttle.window", throttle.window, Duration::from_secs(1), Duration::from_secs(24 * 3600))?;
     // Parse every configured key now, so `print-config` and `dev-token` catch a bad one too.
     let signer = crate::auth::SigningKeyPair::from_settings(auth)?;
     crate::auth::TokenVerifier::from_settings(auth, signer.as_ref())?;

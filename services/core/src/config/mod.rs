@@ -148,6 +148,72 @@ pub struct AuthSettings {
     /// half is trusted and published too. Without it (and without `dev_key`) the instance
     /// only verifies.
     pub signing_key: Option<SigningKeySettings>,
+    /// Lifetime of the access tokens the Auth service issues (at most
+    /// `auth.max_token_lifetime`). Key `auth.access_token_ttl`, default `15m`.
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// Whether Register creates accounts: `open` or `closed` (for every tenant). Key
+    /// `auth.registration`, default `open`.
+    pub registration: Registration,
+    /// Tenants whose registration is closed even when `auth.registration` is `open`. Key
+    /// `auth.closed_tenants`, default empty.
+    #[serde(deserialize_with = "load::comma_separated")]
+    pub closed_tenants: Vec<String>,
+    /// Argon2id cost of password hashes (`[auth.password_hash]`).
+    pub password_hash: PasswordHashSettings,
+    /// Limits of failed logins (`[auth.login_throttle]`).
+    pub login_throttle: LoginThrottleSettings,
+}
+
+/// Whether the Auth service's Register creates accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Anyone may register in any tenant not listed in `auth.closed_tenants`.
+    Open,
+    /// Register fails with PERMISSION_DENIED everywhere (accounts come from elsewhere).
+    Closed,
+}
+
+/// Section `[auth.password_hash]`: Argon2id cost parameters. The defaults follow the OWASP
+/// password storage guidance (19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordHashSettings {
+    /// Memory per hash in KiB. Key `auth.password_hash.memory_kib`, default 19456.
+    pub memory_kib: u32,
+    /// Passes over the memory. Key `auth.password_hash.iterations`, default 2.
+    pub iterations: u32,
+    /// Lanes. Key `auth.password_hash.parallelism`, default 1.
+    pub parallelism: u32,
+}
+
+impl Default for PasswordHashSettings {
+    fn default() -> Self {
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+    }
+}
+
+/// Section `[auth.login_throttle]`: failed logins (and failed password checks of
+/// ChangePassword) allowed per window before Login answers RESOURCE_EXHAUSTED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginThrottleSettings {
+    /// Per account (tenant + email). Key `auth.login_throttle.max_failures_per_account`,
+    /// default 5.
+    pub max_failures_per_account: u32,
+    /// Per client address. Key `auth.login_throttle.max_failures_per_address`, default 50.
+    pub max_failures_per_address: u32,
+    /// How long a counter lives from its first attempt. Key `auth.login_throttle.window`,
+    /// default `15m`.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for LoginThrottleSettings {
+    fn default() -> Self {
+        Self { max_failures_per_account: 5, max_failures_per_address: 50, window: Duration::from_secs(15 * 60) }
+    }
 }
 
 impl Default for AuthSettings {
@@ -160,6 +226,11 @@ impl Default for AuthSettings {
             dev_key: false,
             keys: Vec::new(),
             signing_key: None,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            registration: Registration::Open,
+            closed_tenants: Vec::new(),
+            password_hash: PasswordHashSettings::default(),
+            login_throttle: LoginThrottleSettings::default(),
         }
     }
 }

@@ -10,6 +10,6 @@ pub mod rpc_layer;
 pub mod status;
 pub mod stream;
 
-pub use auth_layer::{AuthLayer, OPEN_SERVICES};
+pub use auth_layer::{AuthLayer, OPEN_METHODS, OPEN_SERVICES};
 pub use rpc_layer::{RpcLayer, shutdown_status};
 pub use status::caller;

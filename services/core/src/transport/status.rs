@@ -43,6 +43,7 @@ fn grpc_code(code: Code) -> GrpcCode {
         Code::NotFound => GrpcCode::NotFound,
         Code::Aborted => GrpcCode::Aborted,
         Code::FailedPrecondition => GrpcCode::FailedPrecondition,
+        Code::AlreadyExists => GrpcCode::AlreadyExists,
         Code::Unauthenticated => GrpcCode::Unauthenticated,
         Code::PermissionDenied => GrpcCode::PermissionDenied,
         Code::ResourceExhausted => GrpcCode::ResourceExhausted,

@@ -8,7 +8,6 @@ mod attributes;
 mod audit_event;
 mod error;
 mod lifetimes;
-mod request_id;
 mod session;
 mod session_id;
 mod version;
@@ -20,7 +19,7 @@ pub use attributes::{
 pub use audit_event::AuditEvent;
 pub use error::SessionError;
 pub use lifetimes::{Lifetimes, MAX_LIFETIME_LIMIT};
-pub use request_id::{REQUEST_ID_TTL, RequestId};
+pub use mesh_core::request_id::{REQUEST_ID_TTL, RequestId};
 pub use session::{Session, SessionChange, SessionChangeKind};
 pub use session_id::{SESSION_ID_LEN, SessionId};
 pub use version::{ExpectedVersion, Version};

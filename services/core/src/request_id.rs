@@ -1,13 +1,13 @@
-//! [`RequestId`]: the idempotency key of CreateSession (AIP-155).
+//! [`RequestId`]: the idempotency key of create calls (AIP-155): CreateSession, Register.
 
 use std::fmt;
 
-use mesh_core::FieldViolation;
+use crate::FieldViolation;
 
-/// How long a request id keeps answering with the session it created.
+/// How long a request id keeps answering with what it created.
 pub const REQUEST_ID_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
-/// A client-chosen UUID that makes a CreateSession retry return the first result. Kept in
+/// A client-chosen UUID that makes a retried create return the first result. Kept in
 /// lowercase, so `A1...` and `a1...` are one key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestId(String);

@@ -1,0 +1,75 @@
+//! Wiring of the Auth service: its stores (users in memory; refresh tokens and login
+//! counters in Redis when the backbone is, else in memory), the password hasher and token
+//! issuer from `[auth]`, and its Session client: an in-process channel to this process's
+//! Session service, through the same auth layer a network call would pass.
+
+use std::sync::Arc;
+
+use mesh_auth::domain::{PasswordHasher, TokenIssuer};
+use mesh_auth::grpc::{AuthGrpc, AuthParts, ChannelError, RegistrationPolicy, SessionChannel, SessionClient};
+use mesh_auth::store::{
+    AttemptStore, LoginThrottle, MemoryAttemptStore, MemoryRefreshStore, MemoryUserStore, RedisAttemptStore,
+    RedisRefreshStore, RefreshTokenStore,
+};
+use mesh_core::auth::{Jwk, Revocations, SigningKeyPair};
+use mesh_core::config::{ConfigError, Registration, Settings};
+use mesh_core::transport::AuthLayer;
+use mesh_proto::mesh::auth::v1::auth_service_server::AuthServiceServer;
+use mesh_proto::mesh::session::v1::session_service_server::SessionServiceServer;
+use mesh_session::grpc::SessionGrpc;
+use tower::Layer as _;
+
+use crate::backbone::Backbone;
+
+/// What the Auth service needs from the rest of the process.
+pub struct AuthWiring<'a> {
+    /// The key it signs with.
+    pub signer: &'a SigningKeyPair,
+    /// The public keys it publishes.
+    pub jwks: Vec<Jwk>,
+    /// This process's Session service, called in-process.
+    pub session: SessionServiceServer<SessionGrpc>,
+    /// The auth layer in front of that Session service.
+    pub layer: AuthLayer,
+    /// The process's revocation view.
+    pub revocations: Arc<Revocations>,
+}
+
+/// Builds the Auth service on `backbone`.
+pub fn start(
+    settings: &Settings,
+    backbone: &Backbone,
+    wiring: AuthWiring<'_>,
+) -> Result<AuthServiceServer<AuthGrpc>, ConfigError> {
+    let auth = &settings.auth;
+    let hasher = PasswordHasher::new(auth.password_hash.into())
+        .map_err(|problem| ConfigError::new("auth.password_hash", problem, "valid Argon2id parameters"))?;
+    let (refresh, attempts): (Arc<dyn RefreshTokenStore>, Arc<dyn AttemptStore>) = match &backbone.redis {
+        Some(pool) => (Arc::new(RedisRefreshStore::new(pool.clone())), Arc::new(RedisAttemptStore::new(pool.clone()))),
+        None => (Arc::new(MemoryRefreshStore::default()), Arc::new(MemoryAttemptStore::default())),
+    };
+    let session = wiring.layer.layer(wiring.session);
+    let session =
+        tower::ServiceExt::<http::Request<tonic::body::Body>>::map_err(session, |never| ChannelError(Box::new(never)));
+    let sessions =
+        SessionClient::with_origin(SessionChannel::new(session), http::Uri::from_static("http://in-process.session"));
+    let parts = AuthParts {
+        users: Arc::new(MemoryUserStore::default()),
+        refresh,
+        throttle: LoginThrottle::new(attempts, auth.login_throttle.into()),
+        hasher,
+        issuer: TokenIssuer::new(wiring.signer.clone(), &auth.issuer, &auth.audience, auth.access_token_ttl),
+        jwks: wiring.jwks,
+        sessions,
+        revocations: wiring.revocations,
+        hub: backbone.hub.clone(),
+        subscription: backbone.subscription,
+        leeway: auth.leeway,
+        registration: RegistrationPolicy {
+            closed: auth.registration == Registration::Closed,
+            closed_tenants: auth.closed_tenants.iter().cloned().collect(),
+        },
+    };
+    Ok(AuthGrpc::new(parts)
+        .into_server(settings.server.max_decoding_message_size, settings.server.max_encoding_message_size))
+}
