@@ -148,7 +148,7 @@ impl AuthGrpc {
         let access = self
             .inner
             .issuer
-            .access_token(&record.tenant, &record.user, &record.session_id, &[], SystemTime::now())
+            .access_token(&record.tenant, &record.user, &record.session_id, &[], SystemTime::now(), record.expire_time)
             .map_err(internal)?;
         Ok(pb::Credentials {
             access_token: access.token,
@@ -169,19 +169,12 @@ impl AuthGrpc {
         families: Vec<String>,
     ) -> Result<(), Status> {
         self.inner.refresh.revoke_session(tenant, session_id).await.map_err(status)?;
-        let now = SystemTime::now();
-        let revocation = pb::Revocation {
-            position: None,
-            session_ids: vec![session_id.to_owned()],
-            token_ids: Vec::new(),
-            refresh_family_ids: families,
-            user_id: user.to_owned(),
-            reason: reason.into(),
-            revoke_time: Some(stream_pb::timestamp(now)),
-            expire_time: Some(stream_pb::timestamp(now + self.inner.issuer.access_ttl() + self.inner.leeway)),
-            tenant_id: tenant.to_owned(),
-        };
-        self.inner.revocations.revoke(&revocation).await.map_err(Status::from)?;
+        let hold = self.inner.issuer.access_ttl() + self.inner.leeway;
+        self.inner
+            .revocations
+            .revoke_sessions(tenant, user, vec![session_id.to_owned()], families, reason, hold)
+            .await
+            .map_err(Status::from)?;
         let request = session_pb::DeleteSessionRequest { session_id: session_id.to_owned(), expected_version: None };
         let request = self.service_request(tenant, user, SESSIONS_ADMIN, request)?;
         match self.inner.sessions.clone().delete_session(request).await {

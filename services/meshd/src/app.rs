@@ -155,21 +155,29 @@ impl App {
         let auth_layer = AuthLayer::new(self.verifier.clone()).with_revocations(revocations.clone());
 
         let selected = |name: &str| self.services.iter().any(|entry| entry.name == name);
-        if selected("session") {
-            let session = crate::session::start(&self.settings, &backbone, &mut tasks, &background).await?;
-            if selected("auth") {
-                let signer = self.signer.as_ref().ok_or_else(|| {
-                    anyhow::anyhow!("the auth service needs a signing key: set [auth.signing_key] (or auth.dev_key)")
-                })?;
-                let wiring = crate::auth::AuthWiring {
-                    signer,
-                    jwks: self.verifier.jwks(),
-                    session: session.clone(),
-                    layer: auth_layer.clone(),
-                    revocations: revocations.clone(),
-                };
-                routes.add_service(crate::auth::start(&self.settings, &backbone, wiring)?);
-            }
+        let session = if selected("session") {
+            Some(crate::session::start(&self.settings, &backbone, &revocations, &mut tasks, &background).await?)
+        } else {
+            None
+        };
+        if selected("auth") {
+            let signer = self.signer.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("the auth service needs a signing key: set [auth.signing_key] (or auth.dev_key)")
+            })?;
+            let sessions = match (&self.settings.auth.session_url, &session) {
+                (Some(url), _) => crate::auth::SessionTarget::Remote(url.clone()),
+                (None, Some(session)) => crate::auth::SessionTarget::InProcess(session.clone(), auth_layer.clone()),
+                (None, None) => unreachable!("checked in App::build"),
+            };
+            let wiring = crate::auth::AuthWiring {
+                signer,
+                jwks: self.verifier.jwks(),
+                sessions,
+                revocations: revocations.clone(),
+            };
+            routes.add_service(crate::auth::start(&self.settings, &backbone, wiring)?);
+        }
+        if let Some(session) = session {
             routes.add_service(session);
         }
         if server_settings.reflection {

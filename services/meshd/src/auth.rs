@@ -27,12 +27,46 @@ pub struct AuthWiring<'a> {
     pub signer: &'a SigningKeyPair,
     /// The public keys it publishes.
     pub jwks: Vec<Jwk>,
-    /// This process's Session service, called in-process.
-    pub session: SessionServiceServer<SessionGrpc>,
-    /// The auth layer in front of that Session service.
-    pub layer: AuthLayer,
+    /// Where the Session service is.
+    pub sessions: SessionTarget,
     /// The process's revocation view.
     pub revocations: Arc<Revocations>,
+}
+
+/// Where the Auth service reaches the Session service.
+pub enum SessionTarget {
+    /// This process's Session service, behind the auth layer a network call would pass.
+    InProcess(SessionServiceServer<SessionGrpc>, AuthLayer),
+    /// Another meshd, at this URL (`auth.session_url`), connected lazily.
+    Remote(String),
+}
+
+impl SessionTarget {
+    fn client(self) -> Result<SessionClient, ConfigError> {
+        Ok(match self {
+            Self::InProcess(session, layer) => {
+                let session =
+                    tower::ServiceExt::<http::Request<tonic::body::Body>>::map_err(layer.layer(session), |never| {
+                        ChannelError(Box::new(never))
+                    });
+                SessionClient::with_origin(
+                    SessionChannel::new(session),
+                    http::Uri::from_static("http://in-process.session"),
+                )
+            }
+            Self::Remote(url) => {
+                let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+                    .map_err(|error| ConfigError::new("auth.session_url", error.to_string(), "an http(s) URL"))?
+                    .tcp_nodelay(true)
+                    .connect_timeout(std::time::Duration::from_secs(5));
+                let channel =
+                    tower::ServiceExt::<http::Request<tonic::body::Body>>::map_err(endpoint.connect_lazy(), |error| {
+                        ChannelError(Box::new(error))
+                    });
+                SessionClient::new(SessionChannel::new(channel))
+            }
+        })
+    }
 }
 
 /// Builds the Auth service on `backbone`.
@@ -48,11 +82,7 @@ pub fn start(
         Some(pool) => (Arc::new(RedisRefreshStore::new(pool.clone())), Arc::new(RedisAttemptStore::new(pool.clone()))),
         None => (Arc::new(MemoryRefreshStore::default()), Arc::new(MemoryAttemptStore::default())),
     };
-    let session = wiring.layer.layer(wiring.session);
-    let session =
-        tower::ServiceExt::<http::Request<tonic::body::Body>>::map_err(session, |never| ChannelError(Box::new(never)));
-    let sessions =
-        SessionClient::with_origin(SessionChannel::new(session), http::Uri::from_static("http://in-process.session"));
+    let sessions = wiring.sessions.client()?;
     let parts = AuthParts {
         users: Arc::new(MemoryUserStore::default()),
         refresh,

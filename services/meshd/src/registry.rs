@@ -42,14 +42,6 @@ pub fn select(requested: &[String]) -> Result<Vec<ServiceEntry>, ConfigError> {
             selected.push(*entry);
         }
     }
-    let has = |name: &str| selected.iter().any(|entry| entry.name == name);
-    if has("auth") && !has("session") {
-        return Err(ConfigError::new(
-            "services",
-            "auth creates sessions through the Session service, which is not selected",
-            "session beside auth (for example `session,auth`)",
-        ));
-    }
     Ok(selected)
 }
 
@@ -75,13 +67,5 @@ mod tests {
         let error = select(&["bogus".to_owned()]).unwrap_err();
         assert_eq!(error.key, "services");
         assert!(error.problem.contains("bogus"));
-    }
-
-    #[test]
-    fn auth_needs_session_in_the_same_process() {
-        let error = select(&["auth".to_owned()]).unwrap_err();
-        assert!(error.problem.contains("Session service"), "{}", error.problem);
-        let both = select(&["auth".to_owned(), "session".to_owned()]).unwrap();
-        assert_eq!(both.len(), 2);
     }
 }

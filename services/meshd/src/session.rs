@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_core::auth::Revocations;
 use mesh_core::config::{AuditSinkKind, Settings};
 use mesh_proto::mesh::session::v1::session_service_server::SessionServiceServer;
 use mesh_session::audit::{AuditSink, AuditWorker, JsonLinesAuditSink, PostgresAuditOptions, PostgresAuditSink};
@@ -20,12 +21,14 @@ use crate::backbone::Backbone;
 /// Longest pause between attempts to migrate an audit database that is down.
 const MIGRATE_PAUSE_MAX: Duration = Duration::from_secs(30);
 
-/// Builds the Session service on `backbone` and starts its background work (audit worker,
+/// Builds the Session service on `backbone` (a user's DeleteSession revokes the session's
+/// tokens through `revocations`) and starts its background work (audit worker,
 /// sweeper) in `tasks`, until `stop`. Fails when the audit trail cannot be opened (a
 /// damaged file, a malformed database URL).
 pub async fn start(
     settings: &Settings,
     backbone: &Backbone,
+    revocations: &Arc<Revocations>,
     tasks: &mut JoinSet<()>,
     stop: &CancellationToken,
 ) -> anyhow::Result<SessionServiceServer<SessionGrpc>> {
@@ -63,7 +66,10 @@ pub async fn start(
     });
     tasks.spawn(Sweeper::new(store.clone(), session.sweep_interval).run(stop.clone()));
 
-    let grpc = SessionGrpc::new(store, backbone.hub.clone(), backbone.subscription, session.idle_ttl);
+    // A token verified here may live up to the longest accepted lifetime plus the leeway.
+    let hold = settings.auth.max_token_lifetime + settings.auth.leeway;
+    let grpc = SessionGrpc::new(store, backbone.hub.clone(), backbone.subscription, session.idle_ttl)
+        .with_revocations(revocations.clone(), hold);
     Ok(grpc.into_server(settings.server.max_decoding_message_size, settings.server.max_encoding_message_size))
 }
 

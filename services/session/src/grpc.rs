@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use mesh_core::auth::Caller;
+use mesh_core::auth::{Caller, Revocations};
 use mesh_core::broker::hub::Hub;
 use mesh_core::broker::subscription::{ChannelRequest, StreamEvent, Subscription, SubscriptionSettings, subscribe};
 use mesh_core::broker::{ChannelKey, History, Position};
 use mesh_core::transport::{caller, stream as stream_pb};
 use mesh_core::{Error, FieldViolation};
+use mesh_proto::mesh::auth::v1::RevocationReason;
 use mesh_proto::mesh::session::v1 as pb;
 use pb::session_service_server::{SessionService, SessionServiceServer};
 use tokio_stream::Stream;
@@ -49,6 +50,9 @@ pub struct SessionGrpc {
     hub: Hub,
     subscription: SubscriptionSettings,
     idle_ttl: Duration,
+    /// Revokes the access tokens of sessions deleted by their users or an admin, and how
+    /// long such a revocation must hold.
+    revocations: Option<(Arc<Revocations>, Duration)>,
 }
 
 impl std::fmt::Debug for SessionGrpc {
@@ -61,7 +65,16 @@ impl SessionGrpc {
     /// The service on `store`; WatchSession subscribes through `hub` with `subscription`;
     /// `idle_ttl` is reported in every session.
     pub fn new(store: Arc<dyn SessionStore>, hub: Hub, subscription: SubscriptionSettings, idle_ttl: Duration) -> Self {
-        Self { store, hub, subscription, idle_ttl }
+        Self { store, hub, subscription, idle_ttl, revocations: None }
+    }
+
+    /// DeleteSession called with a user's token (its own session, or any with `admin`) also
+    /// revokes the session's access tokens through `revocations`, for `hold` (the access
+    /// TTL plus the verification leeway). Deletions with a service token come from the Auth
+    /// service, which revokes before it deletes.
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>, hold: Duration) -> Self {
+        self.revocations = Some((revocations, hold));
+        self
     }
 
     /// The tonic server of the service, with the message size limits given.
@@ -264,6 +277,24 @@ impl SessionService for SessionGrpc {
             return Err(invalid(violations));
         };
         let owner = self.owner(&caller, reach, &id).await?;
+        if let Some((revocations, hold)) = &self.revocations
+            && caller.session.is_some()
+        {
+            // Revoked first (a session that does not exist is not), so a failure leaves the
+            // session in place for the retry rather than its tokens valid.
+            self.store.peek(&caller.tenant, &owner, &id, SystemTime::now()).await.map_err(status)?;
+            revocations
+                .revoke_sessions(
+                    &caller.tenant,
+                    &owner,
+                    vec![id.to_string()],
+                    Vec::new(),
+                    RevocationReason::SessionEnded,
+                    *hold,
+                )
+                .await
+                .map_err(Status::from)?;
+        }
         self.store.delete(&caller.tenant, &owner, &id, expected, SystemTime::now()).await.map_err(status)?;
         Ok(Response::new(pb::DeleteSessionResponse {}))
     }

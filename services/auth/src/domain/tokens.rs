@@ -43,7 +43,9 @@ impl TokenIssuer {
         self.access_ttl
     }
 
-    /// A user's access token for `session`, with `scopes`, issued at `now`.
+    /// A user's access token for `session`, with `scopes`, issued at `now`; it expires
+    /// after the access TTL, or at `session_end` (the session's cap) if that is sooner, so
+    /// no token outlives its session's lifetime.
     pub fn access_token(
         &self,
         tenant: &str,
@@ -51,8 +53,11 @@ impl TokenIssuer {
         session: &str,
         scopes: &[&str],
         now: SystemTime,
+        session_end: SystemTime,
     ) -> Result<IssuedToken, mesh_core::auth::KeyError> {
-        self.sign(tenant, user, Some(session), &scopes.join(" "), self.access_ttl, now)
+        let left = session_end.duration_since(now).unwrap_or(Duration::ZERO);
+        let ttl = self.access_ttl.min(Duration::from_secs(left.as_secs().max(1)));
+        self.sign(tenant, user, Some(session), &scopes.join(" "), ttl, now)
     }
 
     /// A service token acting for `user` of `tenant` with one `scope` (`sessions.create`,
@@ -100,6 +105,8 @@ mod tests {
     use super::*;
     use crate::domain::RefreshToken;
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
     fn setup() -> (TokenIssuer, TokenVerifier) {
         let key = SigningKeyPair::generate();
         let mut verifier = TokenVerifier::new("mesh", "mesh", Duration::from_secs(60));
@@ -111,7 +118,8 @@ mod tests {
     fn a_user_token_carries_tenant_user_session_scopes_and_verifies() {
         let (issuer, verifier) = setup();
         let now = SystemTime::now();
-        let issued = issuer.access_token("acme", "alice", "s1", &["admin", "revocations.read"], now).unwrap();
+        let issued =
+            issuer.access_token("acme", "alice", "s1", &["admin", "revocations.read"], now, now + HOUR).unwrap();
         let caller = verifier.verify(&issued.token).unwrap();
         assert_eq!((caller.tenant.as_str(), caller.user.as_str()), ("acme", "alice"));
         assert_eq!(caller.session.as_deref(), Some("s1"));
@@ -119,7 +127,15 @@ mod tests {
         assert!(caller.has_scope("admin") && caller.has_scope("revocations.read"));
         let ttl = issued.expire_time.duration_since(now).unwrap();
         assert!(ttl > DEFAULT_ACCESS_TOKEN_TTL - Duration::from_secs(2) && ttl <= DEFAULT_ACCESS_TOKEN_TTL);
-        assert_ne!(issued.token_id, issuer.access_token("acme", "alice", "s1", &[], now).unwrap().token_id);
+        assert_ne!(issued.token_id, issuer.access_token("acme", "alice", "s1", &[], now, now + HOUR).unwrap().token_id);
+    }
+
+    #[test]
+    fn a_user_token_never_outlives_its_session() {
+        let (issuer, _) = setup();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let issued = issuer.access_token("acme", "alice", "s1", &[], now, now + Duration::from_secs(90)).unwrap();
+        assert_eq!(issued.expire_time, now + Duration::from_secs(90));
     }
 
     #[test]

@@ -158,6 +158,34 @@ impl Revocations {
         Ok(position)
     }
 
+    /// Revokes every access token of `sessions` of `user` in `tenant` for `reason`, for
+    /// `hold` (the longest an affected token can still verify: the access-token TTL plus
+    /// the verification leeway), with the refresh-token `families` ended with them named
+    /// in the notice. See [`revoke`](Self::revoke).
+    pub async fn revoke_sessions(
+        &self,
+        tenant: &str,
+        user: &str,
+        sessions: Vec<String>,
+        families: Vec<String>,
+        reason: pb::RevocationReason,
+        hold: Duration,
+    ) -> Result<Position, Error> {
+        let now = SystemTime::now();
+        let revocation = pb::Revocation {
+            position: None,
+            session_ids: sessions,
+            token_ids: Vec::new(),
+            refresh_family_ids: families,
+            user_id: user.to_owned(),
+            reason: reason.into(),
+            revoke_time: Some(crate::transport::stream::timestamp(now)),
+            expire_time: Some(crate::transport::stream::timestamp(now + hold)),
+            tenant_id: tenant.to_owned(),
+        };
+        self.revoke(&revocation).await
+    }
+
     /// Adds revocations to this process's view.
     pub fn apply(&self, tenant: &str, revoked: &[Revoked], until: SystemTime) {
         let now = SystemTime::now();

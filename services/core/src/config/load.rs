@@ -292,6 +292,34 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
             ));
         }
     }
+    if let Some(url) = &auth.session_url {
+        let valid = (url.starts_with("http://") || url.starts_with("https://")) && url.parse::<http::Uri>().is_ok();
+        if !valid {
+            return Err(ConfigError::new(
+                "auth.session_url",
+                format!("`{url}` is not an http(s) URL"),
+                "the URL of a meshd serving the Session service, such as http://session.mesh.internal:50051",
+            ));
+        }
+    }
+    // Which services run: `services`, or all of them when empty.
+    let runs = |name: &str| settings.services.is_empty() || settings.services.iter().any(|service| service == name);
+    if runs("auth") && !runs("session") && auth.session_url.is_none() {
+        return Err(ConfigError::new(
+            "services",
+            "auth creates sessions through the Session service, which is neither selected nor set in auth.session_url",
+            "session beside auth (for example `session,auth`), or auth.session_url",
+        ));
+    }
+    if runs("auth") && settings.session.idle_ttl < auth.access_token_ttl {
+        // Tokens are issued when the session is created or touched (Login, Refresh): with
+        // an idle TTL at least as long, no token outlives an idle-expired session.
+        return Err(ConfigError::new(
+            "auth.access_token_ttl",
+            "it is longer than session.idle_ttl: access tokens would outlive sessions that expired idle",
+            "a duration no longer than session.idle_ttl",
+        ));
+    }
     let hash = &auth.password_hash;
     check_between("auth.password_hash.parallelism", u64::from(hash.parallelism), 1, 16)?;
     check_between("auth.password_hash.iterations", u64::from(hash.iterations), 1, 16)?;

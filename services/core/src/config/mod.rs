@@ -163,6 +163,10 @@ pub struct AuthSettings {
     pub password_hash: PasswordHashSettings,
     /// Limits of failed logins (`[auth.login_throttle]`).
     pub login_throttle: LoginThrottleSettings,
+    /// Where the Auth service reaches the Session service: the URL of another meshd
+    /// (`http://host:port`), or unset to call this process's own Session service
+    /// in-process. Key `auth.session_url`, default unset.
+    pub session_url: Option<String>,
 }
 
 /// Whether the Auth service's Register creates accounts.
@@ -231,6 +235,7 @@ impl Default for AuthSettings {
             closed_tenants: Vec::new(),
             password_hash: PasswordHashSettings::default(),
             login_throttle: LoginThrottleSettings::default(),
+            session_url: None,
         }
     }
 }

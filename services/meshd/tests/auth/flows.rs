@@ -179,3 +179,45 @@ async fn the_whole_flow_works_on_the_embedded_memory_backbone() {
         "reuse revoked the session"
     );
 }
+
+#[tokio::test]
+async fn a_session_its_user_deletes_through_session_revokes_its_tokens() {
+    let redis = RedisServer::start().await.unwrap();
+    let app = on_redis(&redis, None, |_| {}).await;
+    let auth = Auth::of(&app);
+    let (_, login) = auth.signed_up("acme").await;
+    let delete = mesh_proto::mesh::session::v1::DeleteSessionRequest {
+        session_id: login.session_id.clone(),
+        expected_version: None,
+    };
+    auth.sessions.clone().delete_session(crate::support::bearer(delete, &login.access)).await.unwrap();
+    let status = auth.current_user(&login.access).await.unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_deref()), (Code::Unauthenticated, Some("TOKEN_REVOKED")));
+    assert_eq!(auth.refresh(&login.refresh).await.unwrap_err().code(), Code::Unauthenticated, "no session to refresh");
+}
+
+#[tokio::test]
+async fn auth_reaches_the_session_service_of_another_instance_over_the_network() {
+    let redis = RedisServer::start().await.unwrap();
+    let key = SigningKeyPair::generate();
+    let sessions = on_redis(&redis, Some(key.clone()), |settings| settings.services = vec!["session".into()]).await;
+    let url = sessions.url();
+    let front = on_redis(&redis, Some(key), move |settings| {
+        settings.services = vec!["auth".into()];
+        settings.auth.session_url = Some(url);
+    })
+    .await;
+    let (on_front, on_sessions) = (Auth::of(&front), Auth::of(&sessions));
+    let (_, login) = on_front.signed_up("acme").await;
+    let session = on_sessions.get_session(&login.access, &login.session_id).await.unwrap();
+    assert_eq!(session.user_id, login.user_id, "the session lives in the other instance");
+    let next = on_front.refresh(&login.refresh).await.unwrap();
+    on_front.logout(Some(&next.access_token), "").await.unwrap();
+    let gone = eventually("the session instance rejects the logged-out token", Duration::from_secs(10), || {
+        let on_sessions = on_sessions.clone();
+        let (access, id) = (next.access_token.clone(), login.session_id.clone());
+        async move { on_sessions.get_session(&access, &id).await.err() }
+    })
+    .await;
+    assert_eq!(gone.code(), Code::Unauthenticated);
+}

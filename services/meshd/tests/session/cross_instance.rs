@@ -45,6 +45,7 @@ async fn an_expiry_is_announced_once_whatever_the_number_of_instances() {
     let key = SigningKeyPair::generate();
     // Long enough for the nine watches below to open before the sessions expire.
     let short = |settings: &mut mesh_core::config::Settings| {
+        settings.services = vec!["session".to_owned()];
         settings.session.idle_ttl = Duration::from_secs(2);
         settings.session.sweep_interval = Duration::from_millis(20);
     };

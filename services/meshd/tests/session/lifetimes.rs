@@ -16,6 +16,7 @@ fn time(timestamp: Option<prost_types::Timestamp>) -> SystemTime {
 async fn a_touch_extends_and_the_cap_ends_a_session_touched_all_along() {
     let redis = RedisServer::start().await.unwrap();
     let app = on_redis(&redis, None, |settings| {
+        settings.services = vec!["session".to_owned()];
         settings.session.idle_ttl = Duration::from_secs(2);
         settings.session.max_lifetime = Duration::from_secs(4);
         settings.session.sweep_interval = Duration::from_millis(50);
@@ -68,6 +69,7 @@ async fn a_touch_extends_and_the_cap_ends_a_session_touched_all_along() {
 #[tokio::test]
 async fn an_idle_session_expires_and_its_watcher_hears_it() {
     let app = mesh_testkit::TestApp::start_with(|settings| {
+        settings.services = vec!["session".to_owned()];
         settings.session.idle_ttl = Duration::from_secs(1);
         settings.session.sweep_interval = Duration::from_millis(50);
     })
