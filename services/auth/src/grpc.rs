@@ -14,19 +14,22 @@
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use mesh_core::auth::revocations::{all_channel, tenant_channel};
 use mesh_core::auth::{Caller, Jwk, Revocations, is_valid_principal_id};
+use mesh_core::broker::Publication;
 use mesh_core::broker::hub::Hub;
-use mesh_core::broker::subscription::{ChannelRequest, StreamEvent, Subscription, SubscriptionSettings, subscribe};
+use mesh_core::broker::subscription::{ChannelRequest, SubscriptionSettings, subscribe};
 use mesh_core::request_id::RequestId;
+use mesh_core::transport::stream::{ContractMessages, ContractStream};
 use mesh_core::transport::{caller, stream as stream_pb};
 use mesh_core::{Error, FieldViolation};
 use mesh_proto::mesh::auth::v1 as pb;
 use mesh_proto::mesh::session::v1 as session_pb;
+use mesh_proto::mesh::stream::v1::{Heartbeat, SubscriptionConfirmed};
 use pb::auth_service_server::{AuthService, AuthServiceServer};
+use pb::watch_revocations_response::Event;
 use prost::Message as _;
 use session_pb::session_service_client::SessionServiceClient;
 use tokio_stream::Stream;
@@ -602,54 +605,28 @@ impl AuthService for AuthGrpc {
         let subscription =
             subscribe(&self.inner.hub, requests, &self.inner.subscription).await.map_err(Status::from)?;
         let heartbeat_interval = self.inner.subscription.heartbeat_interval;
-        Ok(Response::new(Box::pin(Watch { inner: subscription, heartbeat_interval, done: false })))
+        Ok(Response::new(Box::pin(ContractStream::new(subscription, RevocationMessages, heartbeat_interval))))
     }
 }
 
-/// The WatchRevocations stream: the subscription's events as responses.
-struct Watch {
-    inner: Subscription,
-    heartbeat_interval: Duration,
-    done: bool,
-}
+/// The WatchRevocations responses of the stream contract.
+struct RevocationMessages;
 
-impl Stream for Watch {
-    type Item = Result<pb::WatchRevocationsResponse, Status>;
+impl ContractMessages for RevocationMessages {
+    type Message = pb::WatchRevocationsResponse;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        use pb::watch_revocations_response::Event;
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        let event = match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(error))) => {
-                this.done = true;
-                return Poll::Ready(Some(Err(Status::from(error))));
-            }
-            Poll::Ready(Some(Ok(event))) => event,
-        };
-        let event = match event {
-            StreamEvent::Confirmed(confirmation) => {
-                Event::Confirmed(stream_pb::confirmed(&confirmation, this.heartbeat_interval))
-            }
-            StreamEvent::Heartbeat => Event::Heartbeat(stream_pb::heartbeat()),
-            StreamEvent::Publication(publication) => match pb::Revocation::decode(publication.payload.as_ref()) {
-                Ok(mut revocation) => {
-                    revocation.position =
-                        Some(stream_pb::channel_position(&publication.channel, &publication.position));
-                    Event::Revocation(revocation)
-                }
-                Err(error) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(internal(format!(
-                        "a published revocation does not decode: {error}"
-                    )))));
-                }
-            },
-        };
-        Poll::Ready(Some(Ok(pb::WatchRevocationsResponse { event: Some(event) })))
+    fn confirmed(&self, confirmed: SubscriptionConfirmed) -> Self::Message {
+        pb::WatchRevocationsResponse { event: Some(Event::Confirmed(confirmed)) }
+    }
+
+    fn heartbeat(&self, heartbeat: Heartbeat) -> Self::Message {
+        pb::WatchRevocationsResponse { event: Some(Event::Heartbeat(heartbeat)) }
+    }
+
+    fn publication(&mut self, publication: &Publication) -> Result<(Self::Message, bool), Status> {
+        let mut revocation = pb::Revocation::decode(publication.payload.as_ref())
+            .map_err(|error| internal(format!("a published revocation does not decode: {error}")))?;
+        revocation.position = Some(stream_pb::channel_position(&publication.channel, &publication.position));
+        Ok((pb::WatchRevocationsResponse { event: Some(Event::Revocation(revocation)) }, false))
     }
 }

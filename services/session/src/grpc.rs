@@ -10,18 +10,20 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use mesh_core::auth::{Caller, Revocations};
 use mesh_core::broker::hub::Hub;
-use mesh_core::broker::subscription::{ChannelRequest, StreamEvent, Subscription, SubscriptionSettings, subscribe};
-use mesh_core::broker::{ChannelKey, History, Position};
+use mesh_core::broker::subscription::{ChannelRequest, SubscriptionSettings, subscribe};
+use mesh_core::broker::{ChannelKey, History, Position, Publication};
+use mesh_core::transport::stream::{ContractMessages, ContractStream};
 use mesh_core::transport::{caller, stream as stream_pb};
 use mesh_core::{Error, FieldViolation};
 use mesh_proto::mesh::auth::v1::RevocationReason;
 use mesh_proto::mesh::session::v1 as pb;
+use mesh_proto::mesh::stream::v1::{Heartbeat, SubscriptionConfirmed};
 use pb::session_service_server::{SessionService, SessionServiceServer};
+use pb::watch_session_response::Event;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -367,14 +369,8 @@ impl SessionService for SessionGrpc {
             }
             Err(error) => return Err(status(error)),
         }
-        let watch = Watch {
-            inner: subscription,
-            tenant: caller.tenant,
-            id,
-            service: self.clone(),
-            heartbeat_interval: self.subscription.heartbeat_interval,
-            done: false,
-        };
+        let messages = WatchMessages { tenant: caller.tenant, id, service: self.clone() };
+        let watch = ContractStream::new(subscription, messages, self.subscription.heartbeat_interval);
         Ok(Response::new(Box::pin(watch)))
     }
 }
@@ -423,55 +419,31 @@ impl SessionGrpc {
     }
 }
 
-/// The WatchSession stream: the subscription's events as responses, ending with OK after the
+/// The WatchSession responses of the stream contract; the stream ends OK after the
 /// session's final change.
-struct Watch {
-    inner: Subscription,
+struct WatchMessages {
     tenant: String,
     id: SessionId,
     service: SessionGrpc,
-    heartbeat_interval: Duration,
-    done: bool,
 }
 
-impl Stream for Watch {
-    type Item = Result<pb::WatchSessionResponse, Status>;
+impl ContractMessages for WatchMessages {
+    type Message = pb::WatchSessionResponse;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        use pb::watch_session_response::Event;
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        let event = match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(error))) => {
-                this.done = true;
-                return Poll::Ready(Some(Err(Status::from(error))));
-            }
-            Poll::Ready(Some(Ok(event))) => event,
-        };
-        let event = match event {
-            StreamEvent::Confirmed(confirmation) => {
-                Event::Confirmed(stream_pb::confirmed(&confirmation, this.heartbeat_interval))
-            }
-            StreamEvent::Heartbeat => Event::Heartbeat(stream_pb::heartbeat()),
-            StreamEvent::Publication(publication) => {
-                match decode_change(&this.tenant, &this.id, &publication.payload) {
-                    Ok(change) => {
-                        this.done = change.kind.ends_session();
-                        Event::Change(this.service.change(change, &publication.channel, &publication.position))
-                    }
-                    Err(error) => {
-                        this.done = true;
-                        let error = Error::internal(anyhow::anyhow!("{error}"));
-                        return Poll::Ready(Some(Err(Status::from(error))));
-                    }
-                }
-            }
-        };
-        Poll::Ready(Some(Ok(pb::WatchSessionResponse { event: Some(event) })))
+    fn confirmed(&self, confirmed: SubscriptionConfirmed) -> Self::Message {
+        pb::WatchSessionResponse { event: Some(Event::Confirmed(confirmed)) }
+    }
+
+    fn heartbeat(&self, heartbeat: Heartbeat) -> Self::Message {
+        pb::WatchSessionResponse { event: Some(Event::Heartbeat(heartbeat)) }
+    }
+
+    fn publication(&mut self, publication: &Publication) -> Result<(Self::Message, bool), Status> {
+        let change = decode_change(&self.tenant, &self.id, &publication.payload)
+            .map_err(|error| Status::from(Error::internal(anyhow::anyhow!("{error}"))))?;
+        let last = change.kind.ends_session();
+        let change = self.service.change(change, &publication.channel, &publication.position);
+        Ok((pb::WatchSessionResponse { event: Some(Event::Change(change)) }, last))
     }
 }
 

@@ -87,6 +87,22 @@ impl TestApp {
         Ok(Self { addr, channel, key, settings, stop: Some(stop), server: Some(server), _data_dir: data_dir })
     }
 
+    /// Like [`TestApp::start_trusting`], on `redis` (its backbone and stores), with a
+    /// command pool of 64 connections.
+    pub async fn on_redis(
+        redis: &crate::RedisServer,
+        key: SigningKeyPair,
+        configure: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Self> {
+        let url = redis.url();
+        Self::start_trusting(key, move |settings| {
+            settings.redis.url = Some(Secret::new(url));
+            settings.redis.pool_size = 64;
+            configure(settings);
+        })
+        .await
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -2,13 +2,86 @@
 //! positions and confirmations and the messages every streaming RPC sends, so each service
 //! adapter only wraps them in its own response type.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use mesh_proto::mesh::stream::v1 as pb;
+use tokio_stream::Stream;
 
 use crate::FieldViolation;
-use crate::broker::subscription::Confirmation;
-use crate::broker::{ChannelKey, Epoch, Position};
+use crate::broker::subscription::{Confirmation, StreamEvent, Subscription};
+use crate::broker::{ChannelKey, Epoch, Position, Publication};
+
+/// How one streaming RPC wraps the stream contract's events in its response message.
+pub trait ContractMessages: Unpin {
+    /// The RPC's response message.
+    type Message;
+
+    /// The confirmation, wrapped.
+    fn confirmed(&self, confirmed: pb::SubscriptionConfirmed) -> Self::Message;
+
+    /// A heartbeat, wrapped.
+    fn heartbeat(&self, heartbeat: pb::Heartbeat) -> Self::Message;
+
+    /// A publication as the RPC's message, and whether it is the stream's last (the stream
+    /// then ends OK after it); an error ends the stream with it.
+    fn publication(&mut self, publication: &Publication) -> Result<(Self::Message, bool), tonic::Status>;
+}
+
+/// A subscription as a gRPC response stream: confirmation, publications and heartbeats as
+/// `M` wraps them; a subscription error ends it with that status.
+pub struct ContractStream<M> {
+    inner: Subscription,
+    messages: M,
+    heartbeat_interval: Duration,
+    done: bool,
+}
+
+impl<M> ContractStream<M> {
+    /// Sends `inner`'s events through `messages`; `heartbeat_interval` is announced in the
+    /// confirmation.
+    pub fn new(inner: Subscription, messages: M, heartbeat_interval: Duration) -> Self {
+        Self { inner, messages, heartbeat_interval, done: false }
+    }
+}
+
+impl<M: ContractMessages> Stream for ContractStream<M> {
+    type Item = Result<M::Message, tonic::Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let event = match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(error))) => {
+                this.done = true;
+                return Poll::Ready(Some(Err(tonic::Status::from(error))));
+            }
+            Poll::Ready(Some(Ok(event))) => event,
+        };
+        let message = match event {
+            StreamEvent::Confirmed(confirmation) => {
+                this.messages.confirmed(confirmed(&confirmation, this.heartbeat_interval))
+            }
+            StreamEvent::Heartbeat => this.messages.heartbeat(heartbeat()),
+            StreamEvent::Publication(publication) => match this.messages.publication(&publication) {
+                Ok((message, last)) => {
+                    this.done = last;
+                    message
+                }
+                Err(status) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+            },
+        };
+        Poll::Ready(Some(Ok(message)))
+    }
+}
 
 /// `position` as a `mesh.stream.v1.Position`.
 pub fn position(position: &Position) -> pb::Position {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use mesh_core::auth::{SigningKeyPair, random_id};
-use mesh_core::config::{Secret, Settings};
+use mesh_core::config::Settings;
 use mesh_proto::mesh::auth::v1 as pb;
 use mesh_proto::mesh::session::v1 as session_pb;
 use mesh_testkit::{RedisServer, TestApp};
@@ -34,9 +34,7 @@ pub async fn on_redis(
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
     let key = key.unwrap_or_else(SigningKeyPair::generate);
-    let url = redis.url();
-    TestApp::start_trusting(key, move |settings| {
-        settings.redis.url = Some(Secret::new(url));
+    TestApp::on_redis(redis, key, move |settings| {
         cheap_hashes(settings);
         configure(settings);
     })

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use mesh_core::auth::{SigningKeyPair, random_id};
-use mesh_core::config::{Secret, Settings};
+use mesh_core::config::Settings;
 use mesh_proto::mesh::session::v1 as pb;
 use mesh_proto::mesh::stream::v1::Position;
 use mesh_testkit::{RedisServer, TestApp};
@@ -24,15 +24,7 @@ pub async fn on_redis(
     key: Option<SigningKeyPair>,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
-    let key = key.unwrap_or_else(SigningKeyPair::generate);
-    let url = redis.url();
-    TestApp::start_trusting(key, move |settings| {
-        settings.redis.url = Some(Secret::new(url));
-        settings.redis.pool_size = 64;
-        configure(settings);
-    })
-    .await
-    .expect("meshd starts")
+    TestApp::on_redis(redis, key.unwrap_or_else(SigningKeyPair::generate), configure).await.expect("meshd starts")
 }
 
 /// A Session client acting with one access token.
