@@ -35,6 +35,21 @@ async fn failed_logins_are_throttled_with_retry_info_and_unknown_emails_fail_ali
 }
 
 #[tokio::test]
+async fn failed_logins_from_one_address_are_throttled_across_accounts() {
+    let app = in_memory(|settings| settings.auth.login_throttle.max_failures_per_address = 3).await;
+    let auth = Auth::of(&app);
+    let victim = email();
+    auth.register("acme", &victim, PASSWORD).await.unwrap();
+    for _ in 0..3 {
+        let status = auth.login("acme", &email(), "guessing again").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "each guess names another account");
+    }
+    let throttled = auth.login("acme", &victim, PASSWORD).await.unwrap_err();
+    assert_eq!((throttled.code(), reason(&throttled).as_deref()), (Code::ResourceExhausted, Some("LOGIN_THROTTLED")));
+    assert!(throttled.get_details_retry_info().is_some(), "with RetryInfo");
+}
+
+#[tokio::test]
 async fn bad_input_gets_invalid_argument_or_unauthenticated_and_never_internal() {
     let app = in_memory(|_| {}).await;
     let auth = Auth::of(&app);

@@ -50,3 +50,32 @@ async fn get_jwks_lists_the_same_keys_as_the_http_endpoint_without_a_token() {
         (app.key().kid(), "OKP", "EdDSA", "sig")
     );
 }
+
+#[tokio::test]
+async fn a_watcher_that_reconnects_with_its_last_position_gets_exactly_what_it_missed() {
+    let redis = RedisServer::start().await.unwrap();
+    let app = on_redis(&redis, None, |_| {}).await;
+    let auth = Auth::of(&app);
+    let edge = scoped_token(&app, "acme", "edge", &["revocations.read"]);
+    let mut first = auth.watch(&edge, false).await.unwrap();
+    assert!(matches!(next_event(&mut first).await, Event::Confirmed(_)));
+    let (_, one) = auth.signed_up("acme").await;
+    auth.logout(Some(&one.access), "").await.unwrap();
+    let Event::Revocation(seen) = next_event(&mut first).await else { panic!("a revocation") };
+    drop(first);
+
+    let (_, two) = auth.signed_up("acme").await;
+    let (_, three) = auth.signed_up("acme").await;
+    auth.logout(Some(&two.access), "").await.unwrap();
+    auth.logout(Some(&three.access), "").await.unwrap();
+    let last = seen.position.unwrap().position;
+    let request = pb::WatchRevocationsRequest { last_position: last, all_tenants: false };
+    let mut resumed =
+        auth.client.clone().watch_revocations(crate::support::bearer(request, &edge)).await.unwrap().into_inner();
+    let Event::Confirmed(confirmed) = next_event(&mut resumed).await else { panic!("a confirmation first") };
+    assert!(confirmed.recovery_requested && confirmed.recovered, "{confirmed:?}");
+    for expected in [&two.session_id, &three.session_id] {
+        let Event::Revocation(revocation) = next_event(&mut resumed).await else { panic!("a missed revocation") };
+        assert_eq!(&revocation.session_ids[0], expected);
+    }
+}
