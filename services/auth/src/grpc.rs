@@ -65,8 +65,6 @@ pub type SessionClient = SessionServiceClient<SessionChannel>;
 const SESSIONS_CREATE: &str = "sessions.create";
 /// Scope of service tokens that touch and delete sessions (Refresh, Logout, revocations).
 const SESSIONS_ADMIN: &str = "sessions.admin";
-/// Scope of tokens that end any session of their tenant.
-const ADMIN: &str = "admin";
 /// Scope of tokens that watch their tenant's revocations.
 const REVOCATIONS_READ: &str = "revocations.read";
 /// Scope of tokens that watch every tenant's revocations.
@@ -467,6 +465,8 @@ impl AuthService for AuthGrpc {
         request: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
         let caller = caller(&request)?.clone();
+        user_session(&caller)?;
+        let authorization = request.metadata().get("authorization").cloned();
         let session_id = request.into_inner().session_id;
         if session_id.is_empty()
             || session_id.len() > 128
@@ -474,23 +474,19 @@ impl AuthService for AuthGrpc {
         {
             return Err(invalid(vec![FieldViolation::new("session_id", "must be a session id")]));
         }
-        // Who owns it: the Session service tells (a touch with a service token reaches
-        // any session of the tenant); a session out of the caller's reach is NOT_FOUND.
-        let touch = session_pb::TouchSessionRequest { session_id: session_id.clone() };
-        let touch = self.service_request(&caller.tenant, &caller.user, SESSIONS_ADMIN, touch)?;
-        let owner = match self.inner.sessions.clone().touch_session(touch).await {
+        // The Session service decides what the caller reaches (its own sessions, or with
+        // `admin` any of its tenant), with the caller's own token, and says who owns it.
+        let mut get = Request::new(session_pb::GetSessionRequest { session_id: session_id.clone() });
+        if let Some(value) = authorization {
+            get.metadata_mut().insert("authorization", value);
+        }
+        let owner = match self.inner.sessions.clone().get_session(get).await {
             Ok(response) => response.into_inner().session.map(|session| session.user_id).unwrap_or_default(),
             Err(error) if error.code() == Code::NotFound => return Err(Status::from(Error::not_found("session"))),
             Err(error) => return Err(session_failed(error)),
         };
-        let admin = caller.has_scope(ADMIN) && caller.session.is_some();
-        let reason = if owner == caller.user {
-            pb::RevocationReason::UserRevoked
-        } else if admin {
-            pb::RevocationReason::AdminRevoked
-        } else {
-            return Err(Status::from(Error::not_found("session")));
-        };
+        let reason =
+            if owner == caller.user { pb::RevocationReason::UserRevoked } else { pb::RevocationReason::AdminRevoked };
         self.end_session(&caller.tenant, &owner, &session_id, reason, Vec::new()).await?;
         Ok(Response::new(pb::RevokeSessionResponse {}))
     }

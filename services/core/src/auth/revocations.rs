@@ -153,9 +153,9 @@ impl Revocations {
         self.apply(tenant, &revoked, until);
         let payload = bytes::Bytes::from(revocation.encode_to_vec());
         let broker = self.hub.broker();
-        let position = broker.publish(&tenant_channel(tenant)?, payload.clone()).await?;
-        broker.publish(&all_channel(), payload).await?;
-        Ok(position)
+        // The mesh-wide channel first: it is the one every auth layer follows.
+        broker.publish(&all_channel(), payload.clone()).await?;
+        Ok(broker.publish(&tenant_channel(tenant)?, payload).await?)
     }
 
     /// Revokes every access token of `sessions` of `user` in `tenant` for `reason`, for
