@@ -7,9 +7,12 @@
 //! in-process channel (through the same auth layer); in a mesh it is a network channel.
 //!
 //! Ending a session ([`AuthGrpc::end_session`]) goes in the order that keeps a failure
-//! safe: the refresh tokens are revoked first (no new access tokens), then the access tokens
-//! (revocation store, this process, the broker), then the session is deleted. Each step is
-//! idempotent, so a call that failed half-way (UNAVAILABLE) is simply retried.
+//! safe: the access tokens are revoked first, by session id (revocation store, this
+//! process, the broker), so every token of the session, even one a concurrent Refresh is
+//! minting, is dead from then on; then the session is deleted; then its refresh tokens.
+//! Each step is idempotent and the refresh tokens go last, so a call that failed half-way
+//! (UNAVAILABLE) is retried with the same refresh token (Logout) or the same spent token
+//! (reuse is recognised again until the family is gone).
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -109,16 +112,20 @@ pub struct AuthParts {
     pub hub: Hub,
     /// Settings of WatchRevocations streams.
     pub subscription: SubscriptionSettings,
-    /// Clock leeway of verifiers (a revocation outlives the tokens it names by it).
-    pub leeway: Duration,
+    /// How long a revocation must hold: the longest lifetime a verifier accepts plus its
+    /// clock leeway (`auth.max_token_lifetime` + `auth.leeway`).
+    pub revocation_hold: Duration,
     /// Who may register.
     pub registration: RegistrationPolicy,
+    /// Password hashes computed at the same time, at most.
+    pub hashing_slots: usize,
 }
 
 /// The Auth service over gRPC.
 #[derive(Clone)]
 pub struct AuthGrpc {
     inner: Arc<AuthParts>,
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for AuthGrpc {
@@ -130,7 +137,8 @@ impl std::fmt::Debug for AuthGrpc {
 impl AuthGrpc {
     /// The service built from `parts`.
     pub fn new(parts: AuthParts) -> Self {
-        Self { inner: Arc::new(parts) }
+        let hashing = Arc::new(tokio::sync::Semaphore::new(parts.hashing_slots.max(1)));
+        Self { inner: Arc::new(parts), hashing }
     }
 
     /// The tonic server of the service, with the message size limits given.
@@ -169,8 +177,7 @@ impl AuthGrpc {
         reason: pb::RevocationReason,
         families: Vec<String>,
     ) -> Result<(), Status> {
-        self.inner.refresh.revoke_session(tenant, session_id).await.map_err(status)?;
-        let hold = self.inner.issuer.access_ttl() + self.inner.leeway;
+        let hold = self.inner.revocation_hold;
         self.inner
             .revocations
             .revoke_sessions(tenant, user, vec![session_id.to_owned()], families, reason, hold)
@@ -179,14 +186,19 @@ impl AuthGrpc {
         let request = session_pb::DeleteSessionRequest { session_id: session_id.to_owned(), expected_version: None };
         let request = self.service_request(tenant, user, SESSIONS_ADMIN, request)?;
         match self.inner.sessions.clone().delete_session(request).await {
-            Ok(_) => Ok(()),
-            Err(error) if error.code() == Code::NotFound => Ok(()),
-            Err(error) => Err(session_failed(error)),
+            Ok(_) => {}
+            Err(error) if error.code() == Code::NotFound => {}
+            Err(error) => return Err(session_failed(error)),
         }
+        self.inner.refresh.revoke_session(tenant, session_id).await.map_err(status)?;
+        Ok(())
     }
 
     /// Runs `check` on the blocking pool (Argon2id takes tens of milliseconds of CPU).
+    /// At most [`AuthParts::hashing_slots`] run at once (each holds Argon2id's memory), so a
+    /// flood of logins queues instead of exhausting memory.
     async fn hashing<T: Send + 'static>(&self, check: impl FnOnce(&PasswordHasher) -> T + Send + 'static) -> T {
+        let _slot = self.hashing.acquire().await.expect("the hashing semaphore is never closed");
         let hasher = self.inner.hasher.clone();
         tokio::task::spawn_blocking(move || check(&hasher)).await.expect("password hashing does not panic")
     }
@@ -233,12 +245,14 @@ fn internal(error: impl std::fmt::Display) -> Status {
     Status::from(Error::internal(anyhow::anyhow!("{error}")))
 }
 
-/// A Session call failed: retryable failures stay UNAVAILABLE, anything else is a bug.
+/// A Session call failed: retryable failures stay UNAVAILABLE; INVALID_ARGUMENT (a session
+/// id the client sent) goes back as it is; anything else is a bug.
 fn session_failed(error: Status) -> Status {
     match error.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted => {
             Status::from(Error::unavailable("SESSION_SERVICE_UNAVAILABLE", "the session service is unavailable"))
         }
+        Code::InvalidArgument => error,
         _ => internal(format!("session service answered {:?}: {}", error.code(), error.message())),
     }
 }
@@ -387,10 +401,23 @@ impl AuthService for AuthGrpc {
 
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshResponse>, Status> {
         let token = refresh_token(&request.get_ref().refresh_token)?;
+        let hash = token.hash();
+        // A live token's session is touched before the token is spent: if the Session service
+        // fails, the token still works for the retry; if the session ended, so do its tokens.
+        if let Some(record) = self.inner.refresh.find(&hash, SystemTime::now()).await.map_err(status)? {
+            let touch = session_pb::TouchSessionRequest { session_id: record.session_id.clone() };
+            let touch = self.service_request(&record.tenant, &record.user, SESSIONS_ADMIN, touch)?;
+            match self.inner.sessions.clone().touch_session(touch).await {
+                Ok(_) => {}
+                Err(error) if error.code() == Code::NotFound => {
+                    self.inner.refresh.revoke_session(&record.tenant, &record.session_id).await.map_err(status)?;
+                    return Err(bad_refresh_token());
+                }
+                Err(error) => return Err(session_failed(error)),
+            }
+        }
         let next = RefreshToken::generate();
-        let rotation =
-            self.inner.refresh.rotate(&token.hash(), &next.hash(), SystemTime::now()).await.map_err(status)?;
-        let record = match rotation {
+        let record = match self.inner.refresh.rotate(&hash, &next.hash(), SystemTime::now()).await.map_err(status)? {
             Rotation::Rotated(record) => record,
             Rotation::Invalid => return Err(bad_refresh_token()),
             Rotation::Reused(record) => {
@@ -406,17 +433,6 @@ impl AuthService for AuthGrpc {
                 return Err(bad_refresh_token());
             }
         };
-        let touch = session_pb::TouchSessionRequest { session_id: record.session_id.clone() };
-        let touch = self.service_request(&record.tenant, &record.user, SESSIONS_ADMIN, touch)?;
-        match self.inner.sessions.clone().touch_session(touch).await {
-            Ok(_) => {}
-            Err(error) if error.code() == Code::NotFound => {
-                // The session ended (idle expiry, deleted elsewhere): its tokens go with it.
-                self.inner.refresh.revoke_session(&record.tenant, &record.session_id).await.map_err(status)?;
-                return Err(bad_refresh_token());
-            }
-            Err(error) => return Err(session_failed(error)),
-        }
         Ok(Response::new(pb::RefreshResponse { credentials: Some(self.credentials(&record, &next)?) }))
     }
 

@@ -94,11 +94,12 @@ pub fn start(
         revocations: wiring.revocations,
         hub: backbone.hub.clone(),
         subscription: backbone.subscription,
-        leeway: auth.leeway,
+        revocation_hold: auth.max_token_lifetime + auth.leeway,
         registration: RegistrationPolicy {
             closed: auth.registration == Registration::Closed,
             closed_tenants: auth.closed_tenants.iter().cloned().collect(),
         },
+        hashing_slots: std::thread::available_parallelism().map_or(2, |cores| cores.get() * 2),
     };
     Ok(AuthGrpc::new(parts)
         .into_server(settings.server.max_decoding_message_size, settings.server.max_encoding_message_size))

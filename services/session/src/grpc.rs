@@ -282,9 +282,13 @@ impl SessionService for SessionGrpc {
         if let Some((revocations, hold)) = &self.revocations
             && caller.session.is_some()
         {
-            // Revoked first (a session that does not exist is not), so a failure leaves the
-            // session in place for the retry rather than its tokens valid.
-            self.store.peek(&caller.tenant, &owner, &id, SystemTime::now()).await.map_err(status)?;
+            // Revoked first (a session that does not exist, or whose delete would be refused
+            // for its version, is not), so a failure leaves the session in place for the
+            // retry rather than its tokens valid.
+            let current = self.store.peek(&caller.tenant, &owner, &id, SystemTime::now()).await.map_err(status)?;
+            if let Some(expected) = expected {
+                expected.check(current.version).map_err(status)?;
+            }
             revocations
                 .revoke_sessions(
                     &caller.tenant,

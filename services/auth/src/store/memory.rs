@@ -110,7 +110,9 @@ struct Tokens {
 #[derive(Debug, Clone)]
 struct Stored {
     record: RefreshRecord,
-    used: bool,
+    /// Consumed by a rotation, or revoked with its family for reuse: presenting it again is
+    /// reuse.
+    spent: bool,
 }
 
 impl Tokens {
@@ -119,7 +121,7 @@ impl Tokens {
     }
 
     fn store(&mut self, token: &RefreshTokenHash, record: &RefreshRecord) {
-        self.tokens.insert(token.clone(), Stored { record: record.clone(), used: false });
+        self.tokens.insert(token.clone(), Stored { record: record.clone(), spent: false });
         self.families.entry(record.family.clone()).or_default().insert(token.clone());
     }
 
@@ -187,12 +189,18 @@ impl RefreshTokenStore for MemoryRefreshStore {
             let Some(stored) = tokens.live(token, now).cloned() else {
                 return Ok(Rotation::Invalid);
             };
-            if stored.used {
-                tokens.revoke_family(&stored.record);
+            if stored.spent {
+                // Every token of the family is kept, spent, until it expires: any of them
+                // presented again is reuse again.
+                for member in tokens.families.get(&stored.record.family).cloned().unwrap_or_default() {
+                    if let Some(member) = tokens.tokens.get_mut(&member) {
+                        member.spent = true;
+                    }
+                }
                 return Ok(Rotation::Reused(stored.record));
             }
             if let Some(current) = tokens.tokens.get_mut(token) {
-                current.used = true;
+                current.spent = true;
             }
             tokens.store(next, &stored.record);
             Ok(Rotation::Rotated(stored.record))
@@ -206,18 +214,22 @@ impl RefreshTokenStore for MemoryRefreshStore {
     ) -> BoxFuture<'a, Result<Option<RefreshRecord>, AuthError>> {
         Box::pin(async move {
             let tokens = self.lock();
-            Ok(tokens.live(token, now).filter(|stored| !stored.used).map(|stored| stored.record.clone()))
+            Ok(tokens.live(token, now).filter(|stored| !stored.spent).map(|stored| stored.record.clone()))
         })
     }
 
-    fn revoke_session<'a>(&'a self, tenant: &'a str, session_id: &'a str) -> BoxFuture<'a, Result<usize, AuthError>> {
+    fn revoke_session<'a>(
+        &'a self,
+        tenant: &'a str,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<FamilyId>, AuthError>> {
         Box::pin(async move {
             let mut tokens = self.lock();
             let families = tokens.sessions.remove(&(tenant.to_owned(), session_id.to_owned())).unwrap_or_default();
             for family in &families {
                 tokens.drop_family(family);
             }
-            Ok(families.len())
+            Ok(families.into_iter().collect())
         })
     }
 }

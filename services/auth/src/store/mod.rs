@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use mesh_core::request_id::RequestId;
 
 use crate::AuthError;
-use crate::domain::{Email, PasswordHash, RefreshRecord, RefreshTokenHash, User, UserId};
+use crate::domain::{Email, FamilyId, PasswordHash, RefreshRecord, RefreshTokenHash, User, UserId};
 
 mod memory;
 mod redis;
@@ -58,8 +58,8 @@ pub trait UserStore: Send + Sync + 'static {
 pub enum Rotation {
     /// The token was live: it is consumed and the next token of its family is stored.
     Rotated(RefreshRecord),
-    /// The token had been consumed before: its whole family is now revoked. The caller
-    /// ends the session.
+    /// The token had been consumed before, or its family was revoked for reuse: the whole
+    /// family is revoked (again). The caller ends the session, on every such presentation.
     Reused(RefreshRecord),
     /// Unknown, expired or revoked.
     Invalid,
@@ -93,9 +93,13 @@ pub trait RefreshTokenStore: Send + Sync + 'static {
         now: SystemTime,
     ) -> BoxFuture<'a, Result<Option<RefreshRecord>, AuthError>>;
 
-    /// Revokes every family (every token) of session `session_id` of `tenant`; how many
-    /// families there were.
-    fn revoke_session<'a>(&'a self, tenant: &'a str, session_id: &'a str) -> BoxFuture<'a, Result<usize, AuthError>>;
+    /// Revokes every family (every token) of session `session_id` of `tenant`; the families
+    /// there were.
+    fn revoke_session<'a>(
+        &'a self,
+        tenant: &'a str,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<FamilyId>, AuthError>>;
 }
 
 /// Milliseconds since the epoch.

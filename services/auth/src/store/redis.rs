@@ -144,11 +144,16 @@ impl RefreshTokenStore for RedisRefreshStore {
         })
     }
 
-    fn revoke_session<'a>(&'a self, tenant: &'a str, session_id: &'a str) -> BoxFuture<'a, Result<usize, AuthError>> {
+    fn revoke_session<'a>(
+        &'a self,
+        tenant: &'a str,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<FamilyId>, AuthError>> {
         Box::pin(async move {
             let key = format!("mesh:{{refresh}}:session:{tenant}/{session_id}");
-            let revoked: i64 = self.invoke(self.scripts.revoke_session.key(key).arg(tenant).arg(session_id)).await?;
-            Ok(usize::try_from(revoked).unwrap_or(0))
+            let families: Vec<String> =
+                self.invoke(self.scripts.revoke_session.key(key).arg(tenant).arg(session_id)).await?;
+            Ok(families.iter().filter_map(|family| FamilyId::parse(family)).collect())
         })
     }
 }

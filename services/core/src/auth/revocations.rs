@@ -239,11 +239,19 @@ impl Revocations {
             Ok(subscription) => subscription,
             Err(error) => return error.to_string(),
         };
+        // Live once what the confirmation says was missed has been applied: the replayed
+        // publications follow the confirmation, up to its position.
+        let mut catching_up_to: Option<Position> = None;
         while let Some(event) = subscription.next().await {
             match event {
                 Err(error) => return error.to_string(),
                 Ok(StreamEvent::Confirmed(confirmation)) => {
-                    if !confirmation.recovered {
+                    let head = confirmation.positions.first().map(|(_, position)| position.clone());
+                    if confirmation.recovered {
+                        if since.as_ref() != head.as_ref() {
+                            catching_up_to = head;
+                        }
+                    } else {
                         // Nothing (or not all) was replayed: what is in force comes from
                         // the store; what is published from now on is already queued.
                         match self.store.active(SystemTime::now()).await {
@@ -254,10 +262,12 @@ impl Revocations {
                             }
                             Err(error) => return error.to_string(),
                         }
+                        *since = head;
                     }
-                    *since = confirmation.positions.first().map(|(_, position)| position.clone());
-                    self.live.store(true, Ordering::Release);
-                    tracing::debug!("revocation feed live");
+                    if catching_up_to.is_none() {
+                        self.live.store(true, Ordering::Release);
+                        tracing::debug!("revocation feed live");
+                    }
                 }
                 Ok(StreamEvent::Publication(publication)) => {
                     match pb::Revocation::decode(publication.payload.as_ref()) {
@@ -268,6 +278,11 @@ impl Revocations {
                         Err(error) => tracing::warn!(%error, "undecodable revocation ignored"),
                     }
                     *since = Some(publication.position.clone());
+                    if catching_up_to.as_ref().is_some_and(|head| head.is_at_or_before(&publication.position)) {
+                        catching_up_to = None;
+                        self.live.store(true, Ordering::Release);
+                        tracing::debug!("revocation feed caught up and live");
+                    }
                 }
                 Ok(StreamEvent::Heartbeat) => {}
             }

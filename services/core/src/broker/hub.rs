@@ -109,8 +109,8 @@ impl Hub {
         &self.inner.broker
     }
 
-    /// Whether the live feed is connected: false while it reconnects (publications made
-    /// meanwhile reach subscribers only through the repair once it is back).
+    /// Whether the live feed is connected: false from a lost connection until the feed is
+    /// back and every channel's repair (the replay of what was missed) has finished.
     pub fn feed_connected(&self) -> bool {
         self.inner.connected.load(Ordering::Acquire)
     }
@@ -269,7 +269,12 @@ impl HubInner {
             }
         }
         drop(state);
-        tokio::spawn(self.clone().repair(targets));
+        let hub = self.clone();
+        tokio::spawn(async move {
+            hub.clone().repair(targets).await;
+            // Connected again only once every channel caught up (or reported its gap).
+            hub.connected.store(true, Ordering::Release);
+        });
     }
 
     /// Repairs each held channel, a bounded number at a time.
@@ -285,6 +290,8 @@ impl HubInner {
                 drop(permit);
             });
         }
+        // Every permit back: every repair finished.
+        let _ = permits.acquire_many(u32::try_from(REPAIRS_AT_ONCE).unwrap_or(u32::MAX)).await;
     }
 
     /// Replays what the channel missed since its last delivered position, then releases
@@ -386,7 +393,6 @@ impl LiveSink for HubSink {
 
     fn resumed(&self) {
         if let Some(hub) = self.0.upgrade() {
-            hub.connected.store(true, Ordering::Release);
             hub.resume();
         }
     }

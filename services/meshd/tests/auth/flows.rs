@@ -91,8 +91,8 @@ async fn logout_is_rejected_by_a_second_instance_on_the_same_redis() {
     // The bound is under a second; the patience here is only a guard against hanging.
     let rejected = eventually("instance B rejects the logged-out token", Duration::from_secs(10), || {
         let on_b = on_b.clone();
-        let access = login.access.clone();
-        async move { on_b.current_user(&access).await.err() }
+        let (access, id) = (login.access.clone(), login.session_id.clone());
+        async move { on_b.get_session(&access, &id).await.err() }
     })
     .await;
     assert_eq!((rejected.code(), reason(&rejected).as_deref()), (Code::Unauthenticated, Some("TOKEN_REVOKED")));

@@ -84,8 +84,10 @@ async fn bad_input_gets_invalid_argument_or_unauthenticated_and_never_internal()
     }
     let status = auth.client.clone().get_current_user(pb::GetCurrentUserRequest {}).await.unwrap_err();
     assert_eq!((status.code(), reason(&status).as_deref()), (Code::Unauthenticated, Some("TOKEN_MISSING")));
-    let status = auth.revoke(&app.token("acme", "u1"), "").await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    for session_id in ["", "abc", "../../x", &"s".repeat(300)] {
+        let status = auth.revoke(&app.token("acme", "u1"), session_id).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "session id {session_id:.20}: {status:?}");
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 -- Shared by the refresh-token scripts (prepended to each). Every key has the hash tag
 -- {refresh}, so the scripts also run on Redis Cluster (one slot for all refresh tokens).
---   mesh:{refresh}:token:<hash>            hash: tenant, user, session, family, expire (ms), state ('live'|'used')
+--   mesh:{refresh}:token:<hash>            hash: tenant, user, session, family, expire (ms),
+--                                          state ('live' | 'used' | 'revoked': its family was reused)
 --   mesh:{refresh}:family:<family>         set of the family's token hashes
 --   mesh:{refresh}:session:<tenant>/<sid>  set of the session's families
 -- Keys expire with the family (PEXPIREAT expire).
@@ -18,6 +19,14 @@ local function revoke_family(tenant, session, family)
   end
   redis.call('DEL', family_key(family))
   redis.call('SREM', session_key(tenant, session), family)
+end
+
+-- Marks every token of `family` revoked: kept (until the family expires) so that any of
+-- them presented again is still recognised as reuse.
+local function mark_family_revoked(family)
+  for _, hash in ipairs(redis.call('SMEMBERS', family_key(family))) do
+    redis.call('HSET', token_key(hash), 'state', 'revoked')
+  end
 end
 
 -- Stores token `hash` as live in `family` until `expire` (ms).
