@@ -199,7 +199,6 @@ impl App {
         let signal = plan.run_after(shutdown);
         let server = Server::builder()
             .accept_http1(true)
-            .tcp_nodelay(true)
             .max_concurrent_streams(server_settings.max_concurrent_streams)
             .http2_max_header_list_size(server_settings.max_header_list_size)
             .http2_max_pending_accept_reset_streams(Some(server_settings.max_pending_accept_reset_streams))
@@ -208,7 +207,7 @@ impl App {
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .layer(cors_layer(&server_settings))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+            .serve_with_incoming_shutdown(no_delay(listener), signal);
 
         // Connections that do not close after their streams were ended (a peer that never
         // reads) must not keep the process alive forever.
@@ -334,6 +333,20 @@ fn cors_layer(settings: &ServerSettings) -> CorsLayer {
         .allow_headers(allow_headers.map(HeaderName::from_static))
         .expose_headers(expose_headers.map(HeaderName::from_static))
         .max_age(Duration::from_secs(24 * 60 * 60))
+}
+
+/// The accepted connections of `listener`, with Nagle's algorithm off. tonic's
+/// `Server::tcp_nodelay` does not apply to an incoming stream: without this, a response
+/// written in two parts (message, then trailers) waits for the client's delayed ACK (~40 ms).
+fn no_delay(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "could not turn Nagle's algorithm off on a connection");
+            }
+        })
+    })
 }
 
 /// Binds `addr` (port 0 picks a free port).
