@@ -42,6 +42,7 @@ use crate::AuthError;
 use crate::domain::{
     Email, FamilyId, Password, PasswordHasher, RefreshRecord, RefreshToken, TokenIssuer, User, UserId,
 };
+use crate::hash_pool::HashPool;
 use crate::store::{LoginThrottle, RefreshTokenStore, Rotation, UserStore};
 
 /// The transport of the Session client: an in-process service or a network channel.
@@ -98,8 +99,8 @@ pub struct AuthParts {
     pub refresh: Arc<dyn RefreshTokenStore>,
     /// Failed-login limits.
     pub throttle: LoginThrottle,
-    /// Password hashing.
-    pub hasher: PasswordHasher,
+    /// Password hashing, on its own threads.
+    pub hashing: HashPool,
     /// Signs access and service tokens.
     pub issuer: TokenIssuer,
     /// The public keys that verify access tokens (GetJwks).
@@ -117,15 +118,12 @@ pub struct AuthParts {
     pub revocation_hold: Duration,
     /// Who may register.
     pub registration: RegistrationPolicy,
-    /// Password hashes computed at the same time, at most.
-    pub hashing_slots: usize,
 }
 
 /// The Auth service over gRPC.
 #[derive(Clone)]
 pub struct AuthGrpc {
     inner: Arc<AuthParts>,
-    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for AuthGrpc {
@@ -137,8 +135,7 @@ impl std::fmt::Debug for AuthGrpc {
 impl AuthGrpc {
     /// The service built from `parts`.
     pub fn new(parts: AuthParts) -> Self {
-        let hashing = Arc::new(tokio::sync::Semaphore::new(parts.hashing_slots.max(1)));
-        Self { inner: Arc::new(parts), hashing }
+        Self { inner: Arc::new(parts) }
     }
 
     /// The tonic server of the service, with the message size limits given.
@@ -195,12 +192,9 @@ impl AuthGrpc {
     }
 
     /// Runs `check` on the blocking pool (Argon2id takes tens of milliseconds of CPU).
-    /// At most [`AuthParts::hashing_slots`] run at once (each holds Argon2id's memory), so a
-    /// flood of logins queues instead of exhausting memory.
+    /// Runs `check` on the hashing threads (Argon2id takes tens of milliseconds of CPU).
     async fn hashing<T: Send + 'static>(&self, check: impl FnOnce(&PasswordHasher) -> T + Send + 'static) -> T {
-        let _slot = self.hashing.acquire().await.expect("the hashing semaphore is never closed");
-        let hasher = self.inner.hasher.clone();
-        tokio::task::spawn_blocking(move || check(&hasher)).await.expect("password hashing does not panic")
+        self.inner.hashing.run(check).await
     }
 
     /// The calling user's account; NOT_FOUND for a token whose user has none here.

@@ -8,12 +8,14 @@
 //!   [`RefreshTokenStore`](store::RefreshTokenStore) (memory and Redis: atomic rotation with
 //!   reuse detection).
 //!
+//! - [`hash_pool`]: the few threads every password hash runs on.
 //! - [`grpc`]: the adapter of `mesh.auth.v1.AuthService` on these, calling the Session
 //!   service through its generated client and revoking through
 //!   [`Revocations`](mesh_core::auth::Revocations).
 
 pub mod domain;
 pub mod grpc;
+pub mod hash_pool;
 pub mod store;
 
 pub use domain::AuthError;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use mesh_auth::domain::{PasswordHasher, TokenIssuer};
 use mesh_auth::grpc::{AuthGrpc, AuthParts, ChannelError, RegistrationPolicy, SessionChannel, SessionClient};
+use mesh_auth::hash_pool::HashPool;
 use mesh_auth::store::{
     AttemptStore, LoginThrottle, MemoryAttemptStore, MemoryRefreshStore, MemoryUserStore, RedisAttemptStore,
     RedisRefreshStore, RefreshTokenStore,
@@ -87,7 +88,15 @@ pub fn start(
         users: Arc::new(MemoryUserStore::default()),
         refresh,
         throttle: LoginThrottle::new(attempts, auth.login_throttle.into()),
-        hasher,
+        hashing: HashPool::new(hasher, std::thread::available_parallelism().map_or(2, |cores| cores.get())).map_err(
+            |error| {
+                ConfigError::new(
+                    "auth.password_hash",
+                    format!("cannot start hashing threads: {error}"),
+                    "a system that can start threads",
+                )
+            },
+        )?,
         issuer: TokenIssuer::new(wiring.signer.clone(), &auth.issuer, &auth.audience, auth.access_token_ttl),
         jwks: wiring.jwks,
         sessions,
@@ -99,7 +108,6 @@ pub fn start(
             closed: auth.registration == Registration::Closed,
             closed_tenants: auth.closed_tenants.iter().cloned().collect(),
         },
-        hashing_slots: std::thread::available_parallelism().map_or(2, |cores| cores.get() * 2),
     };
     Ok(AuthGrpc::new(parts)
         .into_server(settings.server.max_decoding_message_size, settings.server.max_encoding_message_size))
