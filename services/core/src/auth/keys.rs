@@ -96,6 +96,12 @@ pub fn random_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Whether `raw` is exactly what [`random_id`] produces: 22 characters of URL-safe base64
+/// that decode to 16 bytes (one spelling per id; safe in keys and channel names).
+pub fn is_random_id(raw: &str) -> bool {
+    raw.len() == 22 && URL_SAFE_NO_PAD.decode(raw).is_ok_and(|bytes| bytes.len() == 16)
+}
+
 /// An Ed25519 key pair with its key id: signs access tokens; its public half verifies them.
 #[derive(Clone)]
 pub struct SigningKeyPair {

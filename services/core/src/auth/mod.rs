@@ -12,7 +12,7 @@ pub mod revocations;
 mod verify;
 
 pub use caller::{Caller, Scope, is_valid_principal_id};
-pub use keys::{AccessClaims, DEV_KEY_FILE, KeyError, SigningKeyPair, load_or_create_dev_key, random_id};
+pub use keys::{AccessClaims, DEV_KEY_FILE, KeyError, SigningKeyPair, is_random_id, load_or_create_dev_key, random_id};
 pub use revocation::{MemoryRevocationStore, RedisRevocationStore, RevocationError, RevocationStore, Revoked};
 pub use revocations::Revocations;
 pub use verify::{ACCESS_TOKEN_TYPE, Jwk, TokenVerifier};

@@ -5,8 +5,6 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mesh_core::FieldViolation;
 use serde::{Deserialize, Serialize};
 
@@ -30,9 +28,7 @@ impl SessionId {
         if raw.is_empty() {
             return Err(FieldViolation::new(field, "must not be empty"));
         }
-        let canonical = raw.len() == SESSION_ID_LEN
-            && URL_SAFE_NO_PAD.decode(raw).is_ok_and(|bytes| bytes.len() == SESSION_ID_LEN * 6 / 8);
-        if !canonical {
+        if !mesh_core::auth::is_random_id(raw) {
             return Err(FieldViolation::new(
                 field,
                 format!("must be a session id: {SESSION_ID_LEN} characters of URL-safe base64"),

@@ -1,0 +1,83 @@
+//! [`ActivityStore`]: where activity records live and how the feed log is appended to.
+//!
+//! Publishing stores the record (by id) and appends its [`FeedEvent`] to the tenant's
+//! `global` channel and to the actor's channel of the broker, as one step: on Redis one
+//! script does all of it (so no record exists without its events, and no event without its
+//! record); the memory store does it under one lock. Deleting removes the record and appends
+//! a tombstone the same way. A request id makes a retried publication return the first
+//! result (same activity, same positions) for 24 h.
+//!
+//! [`MemoryActivityStore`] and [`RedisActivityStore`] pass one conformance suite
+//! (`tests/activities.rs`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use mesh_core::broker::Position;
+use mesh_core::request_id::RequestId;
+
+use crate::domain::{Activity, ActivityId, FeedError, FeedName};
+
+mod memory;
+mod redis;
+
+pub use memory::MemoryActivityStore;
+pub use redis::RedisActivityStore;
+
+/// A boxed future, as the store trait returns (it is used as a trait object).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A published activity with its position in each feed it was appended to: `global`
+/// first, then the actor's feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The stored activity.
+    pub activity: Activity,
+    /// Where its event stands in each feed.
+    pub positions: Vec<(FeedName, Position)>,
+}
+
+/// Who deletes: the caller, and whether it may delete anyone's activity (`admin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleter<'a> {
+    /// The caller's user id.
+    pub user: &'a str,
+    /// The caller may delete any activity of its tenant.
+    pub admin: bool,
+}
+
+/// Where activity records live and the feed log is appended to (see the module docs).
+pub trait ActivityStore: Send + Sync + 'static {
+    /// Stores `activity` and appends its event to `global` and the actor's feed. With
+    /// `request_id`, a retry by the same tenant and actor within 24 h returns the first
+    /// result and changes nothing.
+    fn publish<'a>(
+        &'a self,
+        activity: Activity,
+        request_id: Option<&'a RequestId>,
+    ) -> BoxFuture<'a, Result<Published, FeedError>>;
+
+    /// The stored activity `id` of `tenant`; [`FeedError::NotFound`] if there is none (never
+    /// published, deleted, or another tenant's).
+    fn get<'a>(&'a self, tenant: &'a str, id: &'a ActivityId) -> BoxFuture<'a, Result<Activity, FeedError>>;
+
+    /// Deletes activity `id` of `tenant` at `now` and appends a tombstone to the feeds it
+    /// was in; returns the tombstone's positions. [`FeedError::NotFound`] if there is none,
+    /// [`FeedError::PermissionDenied`] if it is another actor's and `deleter` is no admin.
+    fn delete<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a ActivityId,
+        deleter: Deleter<'a>,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<(FeedName, Position)>, FeedError>>;
+}
+
+/// The message of deleting another actor's activity without `admin`.
+const NOT_YOURS: &str = "only its actor, or a token with the admin scope, may delete this activity";
+
+/// The feeds an event of `actor` goes to, in order.
+fn feeds_of(actor: &str) -> [FeedName; 2] {
+    [FeedName::Global, FeedName::actor(actor)]
+}

@@ -1,0 +1,215 @@
+//! The Redis store: one script per write stores or removes the record and appends the event
+//! to both channels with the broker's own publish function, so the record and the feed log
+//! never disagree.
+//!
+//! Keys (tenant first):
+//! - `t:<tenant>:feed:activity:<id>`: the record, JSON.
+//! - `t:<tenant>:feed:request:<actor>:<request id>`: the first result of a publication with
+//!   that request id, for 24 h.
+//!
+//! A script writes its own keys and the two channels' keys, which carry the channels' hash
+//! tags: standalone Redis runs it atomically (see `RedisBroker::publish_lua` for Cluster).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use mesh_core::backend::RedisPool;
+use mesh_core::broker::redis::RedisBroker;
+use mesh_core::broker::{Epoch, HistorySettings, Position};
+use mesh_core::request_id::{REQUEST_ID_TTL, RequestId};
+use redis::Script;
+
+use super::{ActivityStore, BoxFuture, Deleter, NOT_YOURS, Published, feeds_of};
+use crate::domain::{Activity, ActivityId, FeedError, FeedEvent, FeedName, Tombstone};
+
+/// Activity records in Redis, publishing on the broker's channels there.
+pub struct RedisActivityStore {
+    pool: RedisPool,
+    history: HistorySettings,
+    publish: Script,
+    delete: Script,
+}
+
+impl std::fmt::Debug for RedisActivityStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisActivityStore").finish_non_exhaustive()
+    }
+}
+
+impl RedisActivityStore {
+    /// A store on `pool`, keeping the channels' history as `history` says (the broker's
+    /// settings).
+    pub fn new(pool: RedisPool, history: HistorySettings) -> Self {
+        let with_publish = |body: &str| Script::new(&format!("{}\n{body}", RedisBroker::publish_lua()));
+        Self {
+            pool,
+            history,
+            publish: with_publish(include_str!("lua/publish.lua")),
+            delete: with_publish(include_str!("lua/delete.lua")),
+        }
+    }
+
+    /// Adds the keys and arguments of the two channels of `actor` in `tenant`: KEYS meta and
+    /// log of each, then ARGV `payload`, and pub/sub channel and candidate epoch of each.
+    fn channels(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        tenant: &str,
+        actor: &str,
+    ) -> Result<[String; 4], FeedError> {
+        let mut argv = [String::new(), String::new(), String::new(), String::new()];
+        for (index, feed) in feeds_of(actor).iter().enumerate() {
+            let channel = feed.channel(tenant).map_err(|violation| FeedError::Invalid(vec![violation]))?;
+            let (meta, log, pubsub) = RedisBroker::publish_keys(&channel);
+            invocation.key(meta).key(log);
+            argv[index * 2] = pubsub;
+            argv[index * 2 + 1] = Epoch::random().as_str().to_owned();
+        }
+        Ok(argv)
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, FeedError> {
+        let mut connection =
+            self.pool.get().await.map_err(|error| FeedError::Unavailable(format!("no redis connection: {error}")))?;
+        invocation.invoke_async(&mut *connection).await.map_err(|error| FeedError::Unavailable(error.to_string()))
+    }
+
+    fn check_size(&self, payload: &[u8]) -> Result<(), FeedError> {
+        if payload.len() > self.history.max_payload {
+            // The activity limits keep events far below the broker's default limit.
+            return Err(FeedError::Unavailable(format!(
+                "a feed event of {} bytes exceeds stream.max_payload_bytes ({})",
+                payload.len(),
+                self.history.max_payload
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn record_key(tenant: &str, id: &ActivityId) -> String {
+    format!("t:{tenant}:feed:activity:{id}")
+}
+
+fn request_key(tenant: &str, actor: &str, request_id: &RequestId) -> String {
+    format!("t:{tenant}:feed:request:{actor}:{request_id}")
+}
+
+/// Reads `<g offset>:<g epoch>:<a offset>:<a epoch>` into the positions of `actor`'s feeds.
+fn positions(raw: &str, actor: &str) -> Result<Vec<(FeedName, Position)>, FeedError> {
+    let bad = || FeedError::Unavailable(format!("malformed positions from the store: {raw}"));
+    let parts: Vec<&str> = raw.split(':').collect();
+    let [g_offset, g_epoch, a_offset, a_epoch] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let position = |offset: &str, epoch: &str| -> Result<Position, FeedError> {
+        Ok(Position { offset: offset.parse().map_err(|_| bad())?, epoch: Epoch(Arc::from(epoch)) })
+    };
+    let [global, own] = feeds_of(actor);
+    Ok(vec![(global, position(g_offset, g_epoch)?), (own, position(a_offset, a_epoch)?)])
+}
+
+fn decode_record(raw: &str) -> Result<Activity, FeedError> {
+    serde_json::from_str(raw)
+        .map_err(|error| FeedError::Unavailable(format!("a stored activity does not decode: {error}")))
+}
+
+impl ActivityStore for RedisActivityStore {
+    fn publish<'a>(
+        &'a self,
+        activity: Activity,
+        request_id: Option<&'a RequestId>,
+    ) -> BoxFuture<'a, Result<Published, FeedError>> {
+        Box::pin(async move {
+            let record = serde_json::to_string(&activity).expect("an activity serializes");
+            let payload = FeedEvent::Published(activity.clone()).encode();
+            self.check_size(&payload)?;
+            let record_key = record_key(&activity.tenant, &activity.id);
+            let mut invocation = self.publish.key(&record_key);
+            invocation.key(match request_id {
+                Some(id) => request_key(&activity.tenant, &activity.actor, id),
+                None => record_key.clone(),
+            });
+            let [g_pubsub, g_epoch, a_pubsub, a_epoch] =
+                self.channels(&mut invocation, &activity.tenant, &activity.actor)?;
+            invocation
+                .arg(&record)
+                .arg(payload)
+                .arg(g_pubsub)
+                .arg(g_epoch)
+                .arg(a_pubsub)
+                .arg(a_epoch)
+                .arg(self.history.size)
+                .arg(RedisBroker::ttl_seconds(self.history.ttl))
+                .arg(request_id.map(|_| REQUEST_ID_TTL.as_secs().to_string()).unwrap_or_default());
+            let (_, result): (String, String) = self.invoke(&invocation).await?;
+            let (raw_positions, stored) = result
+                .split_once('\n')
+                .ok_or_else(|| FeedError::Unavailable("a malformed publication result".to_owned()))?;
+            let activity = decode_record(stored)?;
+            let positions = positions(raw_positions, &activity.actor)?;
+            Ok(Published { activity, positions })
+        })
+    }
+
+    fn get<'a>(&'a self, tenant: &'a str, id: &'a ActivityId) -> BoxFuture<'a, Result<Activity, FeedError>> {
+        Box::pin(async move {
+            let mut connection = self
+                .pool
+                .get()
+                .await
+                .map_err(|error| FeedError::Unavailable(format!("no redis connection: {error}")))?;
+            let raw: Option<String> = redis::cmd("GET")
+                .arg(record_key(tenant, id))
+                .query_async(&mut *connection)
+                .await
+                .map_err(|error| FeedError::Unavailable(error.to_string()))?;
+            let activity = decode_record(&raw.ok_or(FeedError::NotFound)?)?;
+            // The key names the tenant; the record must agree.
+            if activity.tenant != tenant {
+                return Err(FeedError::NotFound);
+            }
+            Ok(activity)
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a ActivityId,
+        deleter: Deleter<'a>,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<(FeedName, Position)>, FeedError>> {
+        Box::pin(async move {
+            let actor = self.get(tenant, id).await?.actor;
+            if actor != deleter.user && !deleter.admin {
+                return Err(FeedError::PermissionDenied(NOT_YOURS));
+            }
+            let tombstone = Tombstone {
+                id: id.clone(),
+                actor: actor.clone(),
+                delete_time: crate::domain::activity::to_millis(now),
+            };
+            let payload = FeedEvent::Deleted(tombstone).encode();
+            let mut invocation = self.delete.key(record_key(tenant, id));
+            let [g_pubsub, g_epoch, a_pubsub, a_epoch] = self.channels(&mut invocation, tenant, &actor)?;
+            invocation
+                .arg(&actor)
+                .arg(deleter.user)
+                .arg(if deleter.admin { "1" } else { "0" })
+                .arg(payload)
+                .arg(g_pubsub)
+                .arg(g_epoch)
+                .arg(a_pubsub)
+                .arg(a_epoch)
+                .arg(self.history.size)
+                .arg(RedisBroker::ttl_seconds(self.history.ttl));
+            let reply: Vec<String> = self.invoke(&invocation).await?;
+            match reply.first().map(String::as_str) {
+                Some("ok") => positions(reply.get(1).map_or("", String::as_str), &actor),
+                Some("denied") => Err(FeedError::PermissionDenied(NOT_YOURS)),
+                _ => Err(FeedError::NotFound),
+            }
+        })
+    }
+}

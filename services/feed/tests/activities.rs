@@ -1,0 +1,128 @@
+//! Conformance suite of the activity store: every check runs against
+//! [`MemoryActivityStore`] (on a memory broker) and [`RedisActivityStore`] (on a Redis broker
+//! and a `redis-server` the test starts). The feed log is read back through the broker.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use mesh_core::backend::redis_pool;
+use mesh_core::broker::memory::MemoryBroker;
+use mesh_core::broker::redis::RedisBroker;
+use mesh_core::broker::{Broker, History, HistorySettings, Position};
+use mesh_core::config::RedisSettings;
+use mesh_core::request_id::RequestId;
+use mesh_feed::domain::{Activity, ActivityId, FeedError, FeedEvent, FeedName, NewActivity};
+use mesh_feed::store::{ActivityStore, Deleter, MemoryActivityStore, RedisActivityStore};
+use mesh_testkit::RedisServer;
+
+struct Fixture {
+    store: Arc<dyn ActivityStore>,
+    broker: Arc<dyn Broker>,
+    _server: Option<RedisServer>,
+}
+
+impl Fixture {
+    async fn start(redis: bool) -> Self {
+        let history = HistorySettings::default();
+        if !redis {
+            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(history));
+            return Self { store: Arc::new(MemoryActivityStore::new(broker.clone())), broker, _server: None };
+        }
+        let server = RedisServer::start().await.expect("redis-server starts");
+        let pool = redis_pool(&server.url(), &RedisSettings::default()).expect("a valid redis url");
+        let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(pool.clone(), history));
+        Self { store: Arc::new(RedisActivityStore::new(pool, history)), broker, _server: Some(server) }
+    }
+
+    /// The events of `feed` in `tenant` after `since` (everything when `None`).
+    async fn events(&self, tenant: &str, feed: &FeedName, since: Option<&Position>) -> Vec<(Position, FeedEvent)> {
+        let channel = feed.channel(tenant).unwrap();
+        let since = match since {
+            Some(position) => position.clone(),
+            None => Position { offset: 0, epoch: self.broker.position(&channel).await.unwrap().epoch },
+        };
+        let History::Recovered(publications) = self.broker.history(&channel, &since, 1000).await.unwrap() else {
+            panic!("the history of {feed} is recoverable");
+        };
+        publications.into_iter().map(|p| (p.position, FeedEvent::decode(&p.payload).unwrap())).collect()
+    }
+}
+
+fn activity(tenant: &str, actor: &str, verb: &str) -> Activity {
+    let new = NewActivity::parse(verb, Some(("post", "42")), "hello", [("k".to_owned(), "v".to_owned())]).unwrap();
+    Activity::new(ActivityId::generate(), tenant, actor, new, SystemTime::now())
+}
+
+mesh_testkit::conformance!(
+    Fixture:
+    a_published_activity_is_stored_and_appended_to_global_and_its_actor_feed,
+    a_request_id_returns_the_first_result_and_publishes_once,
+    deleting_removes_the_record_and_appends_a_tombstone_to_both_feeds,
+    only_the_actor_or_an_admin_deletes_and_tenants_never_meet,
+);
+
+async fn a_published_activity_is_stored_and_appended_to_global_and_its_actor_feed(fixture: Fixture) {
+    let first = fixture.store.publish(activity("acme", "alice", "post"), None).await.unwrap();
+    let second = fixture.store.publish(activity("acme", "bob", "like"), None).await.unwrap();
+    assert_eq!(fixture.store.get("acme", &first.activity.id).await.unwrap(), first.activity);
+
+    let feeds: Vec<&FeedName> = first.positions.iter().map(|(feed, _)| feed).collect();
+    assert_eq!(feeds, [&FeedName::Global, &FeedName::actor("alice")]);
+    assert_eq!(first.positions[0].1.offset + 1, second.positions[0].1.offset, "global: one after the other");
+    assert_eq!(second.positions[1].1.offset, 1, "bob's feed starts at 1");
+
+    let global = fixture.events("acme", &FeedName::Global, None).await;
+    let ids: Vec<&ActivityId> = global.iter().map(|(_, event)| event.activity_id()).collect();
+    assert_eq!(ids, [&first.activity.id, &second.activity.id]);
+    assert_eq!(global[0].1, FeedEvent::Published(first.activity.clone()));
+    assert_eq!(global[1].0, second.positions[0].1, "the reported position is the event's");
+    let alice = fixture.events("acme", &FeedName::actor("alice"), None).await;
+    assert_eq!(alice.len(), 1);
+    assert_eq!(alice[0].0, first.positions[1].1);
+}
+
+async fn a_request_id_returns_the_first_result_and_publishes_once(fixture: Fixture) {
+    let key = RequestId::parse("3f2b8c1e-9d4a-4e7b-8c21-5a6f0b9d7e13", "request_id").unwrap().unwrap();
+    let first = fixture.store.publish(activity("acme", "alice", "post"), Some(&key)).await.unwrap();
+    let retry = fixture.store.publish(activity("acme", "alice", "post"), Some(&key)).await.unwrap();
+    assert_eq!(retry, first, "same activity, same positions");
+    assert_eq!(fixture.events("acme", &FeedName::Global, None).await.len(), 1, "published once");
+    let other_actor = fixture.store.publish(activity("acme", "bob", "post"), Some(&key)).await.unwrap();
+    assert_ne!(other_actor.activity.id, first.activity.id, "keys are per actor");
+}
+
+async fn deleting_removes_the_record_and_appends_a_tombstone_to_both_feeds(fixture: Fixture) {
+    let published = fixture.store.publish(activity("acme", "alice", "post"), None).await.unwrap();
+    let id = published.activity.id.clone();
+    let alice = Deleter { user: "alice", admin: false };
+    let positions = fixture.store.delete("acme", &id, alice, SystemTime::now()).await.unwrap();
+    assert_eq!(fixture.store.get("acme", &id).await.unwrap_err(), FeedError::NotFound);
+    assert_eq!(positions[0].1.offset, published.positions[0].1.offset + 1);
+
+    for (feed, since) in [&published.positions[0], &published.positions[1]] {
+        let after = fixture.events("acme", feed, Some(since)).await;
+        let [(position, FeedEvent::Deleted(tombstone))] = after.as_slice() else {
+            panic!("one tombstone in {feed}, got {after:?}");
+        };
+        assert_eq!((&tombstone.id, tombstone.actor.as_str()), (&id, "alice"));
+        assert!(positions.iter().any(|(f, p)| f == feed && p == position));
+    }
+    let again = fixture.store.delete("acme", &id, alice, SystemTime::now()).await.unwrap_err();
+    assert_eq!(again, FeedError::NotFound, "already deleted");
+}
+
+async fn only_the_actor_or_an_admin_deletes_and_tenants_never_meet(fixture: Fixture) {
+    let published = fixture.store.publish(activity("acme", "alice", "post"), None).await.unwrap();
+    let id = published.activity.id.clone();
+    assert_eq!(fixture.store.get("other", &id).await.unwrap_err(), FeedError::NotFound);
+    let stranger = Deleter { user: "alice", admin: true };
+    let elsewhere = fixture.store.delete("other", &id, stranger, SystemTime::now()).await.unwrap_err();
+    assert_eq!(elsewhere, FeedError::NotFound, "another tenant's admin finds nothing");
+    let bob = Deleter { user: "bob", admin: false };
+    let denied = fixture.store.delete("acme", &id, bob, SystemTime::now()).await.unwrap_err();
+    assert!(matches!(denied, FeedError::PermissionDenied(_)));
+    fixture.store.get("acme", &id).await.expect("still there");
+    let admin = Deleter { user: "bob", admin: true };
+    fixture.store.delete("acme", &id, admin, SystemTime::now()).await.unwrap();
+    assert_eq!(fixture.store.get("acme", &id).await.unwrap_err(), FeedError::NotFound);
+}
