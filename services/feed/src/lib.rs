@@ -4,11 +4,16 @@
 //!   text and metadata within their limits, feed names, the events of the feed log and
 //!   [`FeedError`]. No I/O, no transport types.
 //! - [`store`]: the [`ActivityStore`](store::ActivityStore) boundary (memory, Redis): activity
-//!   records and the feed log, appended to in one step.
+//!   records and the feed log, appended to in one step; and the
+//!   [`ReadModel`](store::ReadModel) boundary (memory, Redis): each feed's newest
+//!   activities and the watermark of the last event applied.
+//! - [`projector`]: catches a feed's read model up with its channel, in offset order, once
+//!   per event however many instances project.
 //!
-//! The read models, the projectors and the gRPC adapter build on these.
+//! The gRPC adapter builds on these.
 
 pub mod domain;
+pub mod projector;
 pub mod store;
 
 pub use domain::FeedError;

@@ -33,6 +33,15 @@ impl FeedName {
         }
     }
 
+    /// How many of the newest activities the feed's read model keeps (1,000 for `global`,
+    /// 100 for an actor's).
+    pub fn capacity(&self) -> usize {
+        match self {
+            Self::Global => 1000,
+            Self::Actor(_) => 100,
+        }
+    }
+
     /// The feed of `actor`.
     pub fn actor(actor: &str) -> Self {
         Self::Actor(actor.to_owned())

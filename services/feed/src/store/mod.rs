@@ -20,9 +20,11 @@ use mesh_core::request_id::RequestId;
 use crate::domain::{Activity, ActivityId, FeedError, FeedName};
 
 mod memory;
+pub mod read_model;
 mod redis;
 
 pub use memory::MemoryActivityStore;
+pub use read_model::{MemoryReadModel, ReadModel, RedisReadModel};
 pub use redis::RedisActivityStore;
 
 /// A boxed future, as the store trait returns (it is used as a trait object).

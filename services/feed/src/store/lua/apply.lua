@@ -1,0 +1,27 @@
+-- Applies feed-log events to one feed's read model, if its applied watermark is still the
+-- one the caller read (so concurrent projectors apply each event once, in order).
+-- KEYS: the feed's sorted set (activity id scored by its offset), the watermark.
+-- ARGV: expected watermark ('' for none yet), new watermark '<offset>:<epoch>', how many
+-- entries the feed keeps, '1' to clear the feed first, then triples: '+' or '-', offset, id.
+-- Replies 'ok' or 'conflict'.
+local current = redis.call('GET', KEYS[2]) or ''
+if current ~= ARGV[1] then
+  return 'conflict'
+end
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[1])
+end
+for i = 5, #ARGV, 3 do
+  if ARGV[i] == '+' then
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i + 2])
+  else
+    redis.call('ZREM', KEYS[1], ARGV[i + 2])
+  end
+end
+local keep = tonumber(ARGV[3])
+local size = redis.call('ZCARD', KEYS[1])
+if size > keep then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - keep - 1)
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return 'ok'
