@@ -13,6 +13,7 @@
 //! The gRPC adapter builds on these.
 
 pub mod domain;
+pub mod page_token;
 pub mod projector;
 pub mod store;
 

@@ -59,6 +59,7 @@ mesh_testkit::conformance!(
     a_request_id_returns_the_first_result_and_publishes_once,
     deleting_removes_the_record_and_appends_a_tombstone_to_both_feeds,
     only_the_actor_or_an_admin_deletes_and_tenants_never_meet,
+    get_many_returns_the_stored_ones_in_order,
 );
 
 async fn a_published_activity_is_stored_and_appended_to_global_and_its_actor_feed(fixture: Fixture) {
@@ -125,4 +126,16 @@ async fn only_the_actor_or_an_admin_deletes_and_tenants_never_meet(fixture: Fixt
     let admin = Deleter { user: "bob", admin: true };
     fixture.store.delete("acme", &id, admin, SystemTime::now()).await.unwrap();
     assert_eq!(fixture.store.get("acme", &id).await.unwrap_err(), FeedError::NotFound);
+}
+
+async fn get_many_returns_the_stored_ones_in_order(fixture: Fixture) {
+    let a = fixture.store.publish(activity("acme", "alice", "post"), None).await.unwrap().activity;
+    let b = fixture.store.publish(activity("acme", "bob", "post"), None).await.unwrap().activity;
+    let gone = fixture.store.publish(activity("acme", "bob", "post"), None).await.unwrap().activity;
+    let bob = Deleter { user: "bob", admin: false };
+    fixture.store.delete("acme", &gone.id, bob, SystemTime::now()).await.unwrap();
+    let ids = [b.id.clone(), gone.id.clone(), ActivityId::generate(), a.id.clone()];
+    assert_eq!(fixture.store.get_many("acme", &ids).await.unwrap(), [b, a]);
+    assert!(fixture.store.get_many("other", &ids).await.unwrap().is_empty());
+    assert!(fixture.store.get_many("acme", &[]).await.unwrap().is_empty());
 }

@@ -402,6 +402,21 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
         ));
     }
     validate_session(&settings.session)?;
+    let feed = &settings.feed;
+    check_between("feed.publish_rate", u64::from(feed.publish_rate), 1, 1_000_000)?;
+    check_between("feed.publish_burst", u64::from(feed.publish_burst), 1, 1_000_000)?;
+    check_between("feed.max_streams_per_caller", feed.max_streams_per_caller as u64, 1, 10_000)?;
+    if let Some(key) = &feed.page_token_key {
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key.expose().as_bytes());
+        if decoded.map(|bytes| bytes.len()) != Ok(32) {
+            return Err(ConfigError::new(
+                "feed.page_token_key",
+                "the value is not 32 bytes of URL-safe base64 (it is not echoed: it is a secret)",
+                "43 characters of URL-safe base64 without padding, e.g. from `head -c32 /dev/urandom | basenc --base64url | tr -d =`",
+            ));
+        }
+    }
     for (index, name) in settings.services.iter().enumerate() {
         if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'-') {
             return Err(ConfigError::new(

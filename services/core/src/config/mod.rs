@@ -42,6 +42,8 @@ pub struct Settings {
     pub jobs: crate::jobs::JobQueueSettings,
     /// The Session service: lifetimes, expiry sweeps, the audit trail.
     pub session: SessionSettings,
+    /// The Feed service: publication rate, streams per caller, page tokens.
+    pub feed: FeedSettings,
 }
 
 impl Default for Settings {
@@ -56,6 +58,7 @@ impl Default for Settings {
             stream: StreamSettings::default(),
             jobs: crate::jobs::JobQueueSettings::default(),
             session: SessionSettings::default(),
+            feed: FeedSettings::default(),
         }
     }
 }
@@ -319,6 +322,32 @@ pub struct RedisSettings {
 impl Default for RedisSettings {
     fn default() -> Self {
         Self { url: None, pool_size: 16, connect_timeout: Duration::from_secs(2) }
+    }
+}
+
+/// Section `[feed]`: the Feed service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedSettings {
+    /// Activities one user may publish per second, on average (per instance). Key
+    /// `feed.publish_rate`, default 10.
+    pub publish_rate: u32,
+    /// Activities one user may publish at once before the rate applies. Key
+    /// `feed.publish_burst`, default 20.
+    pub publish_burst: u32,
+    /// Concurrent Subscribe streams per caller (tenant and user, per instance). Key
+    /// `feed.max_streams_per_caller`, default 8.
+    pub max_streams_per_caller: usize,
+    /// Key that signs and encrypts ListFeed page tokens: 32 bytes, URL-safe base64 without
+    /// padding (43 characters); a secret. Instances behind one load balancer must share it.
+    /// Key `feed.page_token_key`, default unset: a random key per process (tokens then work
+    /// only on the instance that issued them).
+    pub page_token_key: Option<Secret<String>>,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        Self { publish_rate: 10, publish_burst: 20, max_streams_per_caller: 8, page_token_key: None }
     }
 }
 

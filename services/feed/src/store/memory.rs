@@ -90,6 +90,17 @@ impl ActivityStore for MemoryActivityStore {
         })
     }
 
+    fn get_many<'a>(
+        &'a self,
+        tenant: &'a str,
+        ids: &'a [ActivityId],
+    ) -> BoxFuture<'a, Result<Vec<Activity>, FeedError>> {
+        Box::pin(async move {
+            let state = self.state.lock().await;
+            Ok(ids.iter().filter_map(|id| state.records.get(&(tenant.to_owned(), id.clone())).cloned()).collect())
+        })
+    }
+
     fn delete<'a>(
         &'a self,
         tenant: &'a str,

@@ -64,6 +64,14 @@ pub trait ActivityStore: Send + Sync + 'static {
     /// published, deleted, or another tenant's).
     fn get<'a>(&'a self, tenant: &'a str, id: &'a ActivityId) -> BoxFuture<'a, Result<Activity, FeedError>>;
 
+    /// The stored activities among `ids` of `tenant`, in the order of `ids`; ids without a
+    /// record (deleted, unknown) are left out.
+    fn get_many<'a>(
+        &'a self,
+        tenant: &'a str,
+        ids: &'a [ActivityId],
+    ) -> BoxFuture<'a, Result<Vec<Activity>, FeedError>>;
+
     /// Deletes activity `id` of `tenant` at `now` and appends a tombstone to the feeds it
     /// was in; returns the tombstone's positions. [`FeedError::NotFound`] if there is none,
     /// [`FeedError::PermissionDenied`] if it is another actor's and `deleter` is no admin.

@@ -173,6 +173,36 @@ impl ActivityStore for RedisActivityStore {
         })
     }
 
+    fn get_many<'a>(
+        &'a self,
+        tenant: &'a str,
+        ids: &'a [ActivityId],
+    ) -> BoxFuture<'a, Result<Vec<Activity>, FeedError>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut connection = self
+                .pool
+                .get()
+                .await
+                .map_err(|error| FeedError::Unavailable(format!("no redis connection: {error}")))?;
+            let keys: Vec<String> = ids.iter().map(|id| record_key(tenant, id)).collect();
+            let raw: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(keys)
+                .query_async(&mut *connection)
+                .await
+                .map_err(|error| FeedError::Unavailable(error.to_string()))?;
+            raw.into_iter()
+                .flatten()
+                .map(|raw| decode_record(&raw))
+                .filter(|activity| {
+                    activity.as_ref().is_ok_and(|activity| activity.tenant == tenant) || activity.is_err()
+                })
+                .collect()
+        })
+    }
+
     fn delete<'a>(
         &'a self,
         tenant: &'a str,
