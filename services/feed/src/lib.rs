@@ -9,10 +9,13 @@
 //!   activities and the watermark of the last event applied.
 //! - [`projector`]: catches a feed's read model up with its channel, in offset order, once
 //!   per event however many instances project.
-//!
-//! The gRPC adapter builds on these.
+//! - [`limits`]: per-caller publication rate and Subscribe streams (per instance).
+//! - [`page_token`]: ListFeed's sealed page tokens.
+//! - [`grpc`]: the adapter of `mesh.feed.v1.FeedService` on these.
 
 pub mod domain;
+pub mod grpc;
+pub mod limits;
 pub mod page_token;
 pub mod projector;
 pub mod store;

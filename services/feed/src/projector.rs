@@ -18,7 +18,7 @@ use crate::store::ReadModel;
 use crate::store::read_model::Change;
 
 /// Rounds of compare-and-set a catch-up tries before it reports the contention.
-const MAX_ROUNDS: usize = 16;
+const MAX_ROUNDS: usize = 64;
 
 /// Catches read models up with the feed log.
 pub struct Projector {
@@ -48,8 +48,14 @@ impl Projector {
     /// watermark reached.
     pub async fn catch_up(&self, tenant: &str, feed: &FeedName) -> Result<Option<Position>, FeedError> {
         let channel = feed.channel(tenant).map_err(|violation| FeedError::Invalid(vec![violation]))?;
+        // Done once the model reaches the channel's head as it was when the call started:
+        // whoever applies the events (this call or a concurrent one).
+        let target = self.broker.position(&channel).await.map_err(broker_error)?;
         for _ in 0..MAX_ROUNDS {
             let watermark = self.models.watermark(tenant, feed).await?;
+            if watermark.as_ref().is_some_and(|watermark| target.is_at_or_before(watermark)) {
+                return Ok(watermark);
+            }
             let head = self.broker.position(&channel).await.map_err(broker_error)?;
             let current = watermark.as_ref().filter(|watermark| watermark.epoch == head.epoch);
             if let Some(current) = current
@@ -66,8 +72,9 @@ impl Projector {
                     (Position { offset: from, epoch: head.epoch.clone() }, true)
                 }
             };
-            let limit = self.batch.min(usize::try_from(head.offset - since.offset).unwrap_or(usize::MAX)).max(1);
-            let events = match self.broker.history(&channel, &since, limit).await.map_err(broker_error)? {
+            // The whole batch (the history's size): events published after `head` was read
+            // may come along, and a smaller limit would make history refuse the read.
+            let events = match self.broker.history(&channel, &since, self.batch).await.map_err(broker_error)? {
                 History::Recovered(events) => events,
                 History::Unrecoverable(why) => {
                     if reset {
@@ -82,7 +89,7 @@ impl Projector {
                     tracing::warn!(%channel, ?why, "feed read model behind its history: resetting");
                     let from = head.offset.saturating_sub(feed.capacity() as u64);
                     let since = Position { offset: from, epoch: head.epoch.clone() };
-                    match self.broker.history(&channel, &since, feed.capacity()).await.map_err(broker_error)? {
+                    match self.broker.history(&channel, &since, self.batch).await.map_err(broker_error)? {
                         History::Recovered(events) => {
                             let to = events.last().map_or(since.clone(), |last| last.position.clone());
                             let changes = changes(&events)?;

@@ -101,6 +101,7 @@ mesh_testkit::conformance!(
     catching_up_twice_or_concurrently_applies_each_event_once,
     a_tombstone_removes_its_activity_from_every_feed,
     flushed_read_models_rebuild_identically,
+    catching_up_while_activities_are_published_loses_none,
 );
 
 async fn apply_is_a_compare_and_set_on_the_watermark_and_trims_to_capacity(fixture: Fixture) {
@@ -189,4 +190,36 @@ async fn flushed_read_models_rebuild_identically(fixture: Fixture) {
         rebuilt.catch_up("acme", feed).await.unwrap();
         assert_eq!(fixture.list(models.as_ref(), "acme", feed, 25).await, before, "{feed}");
     }
+}
+
+async fn catching_up_while_activities_are_published_loses_none(fixture: Fixture) {
+    let fixture = Arc::new(fixture);
+    let publisher = {
+        let fixture = fixture.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..200 {
+                ids.push(fixture.publish("acme", "alice").await.id);
+            }
+            ids
+        })
+    };
+    let projectors: Vec<_> = (0..3)
+        .map(|_| {
+            let fixture = fixture.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    fixture.projector().catch_up("acme", &FeedName::Global).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut ids = publisher.await.unwrap();
+    for projector in projectors {
+        projector.await.unwrap();
+    }
+    fixture.projector().catch_up("acme", &FeedName::Global).await.unwrap();
+    ids.reverse();
+    assert_eq!(fixture.list(fixture.models.as_ref(), "acme", &FeedName::Global, 64).await, ids);
 }

@@ -180,6 +180,9 @@ impl App {
         if let Some(session) = session {
             routes.add_service(session);
         }
+        if selected("feed") {
+            routes.add_service(crate::feed::start(&self.settings, &backbone)?);
+        }
         if server_settings.reflection {
             add_reflection(&mut routes, &self.grpc_service_names(), &server_settings)?;
         }

@@ -9,6 +9,7 @@
 //! - [`health`]: grpc.health.v1 statuses driven by backend probes.
 //! - [`http`]: the plain HTTP endpoints beside gRPC.
 //! - [`session`]: wiring of the Session service (store, audit trail, worker, sweeper).
+//! - [`feed`]: wiring of the Feed service (stores, read models, projector, limits).
 //! - [`auth`]: wiring of the Auth service (stores, hasher, issuer, in-process Session client).
 //!
 //! Wiring happens here and nowhere else: no globals, no service locator.
@@ -17,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod backbone;
 pub mod cli;
+pub mod feed;
 pub mod health;
 pub mod http;
 pub mod registry;
