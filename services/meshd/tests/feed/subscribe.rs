@@ -154,3 +154,58 @@ async fn three_instances_deliver_every_activity_to_every_subscriber_once_in_one_
         assert_eq!(order, first, "every subscriber sees the same sequence");
     }
 }
+
+#[tokio::test]
+async fn a_slow_consumer_is_ended_with_slow_consumer_while_1000_others_get_everything() {
+    let redis = RedisServer::start().await.unwrap();
+    let app = on_redis(&redis, None, |settings| settings.stream.queue_capacity = 16).await;
+    let mut others = Vec::new();
+    for i in 0..1000 {
+        let mut stream = Feed::of(&app, "acme", &format!("reader-{i}")).subscribe(&[("global", None)]).await.unwrap();
+        confirmed(&mut stream).await;
+        others.push(stream);
+    }
+    // The slow one reads nothing: a tiny HTTP/2 window on its own connection fills at once,
+    // then its queue in the server.
+    let endpoint = tonic::transport::Endpoint::from_shared(app.url()).unwrap().initial_stream_window_size(Some(1024));
+    let channel = endpoint.connect().await.unwrap();
+    let mut slow_client = pb::feed_service_client::FeedServiceClient::new(channel);
+    let mut request = tonic::Request::new(pb::SubscribeRequest {
+        channels: vec![mesh_proto::mesh::stream::v1::ChannelPosition { channel: "global".into(), position: None }],
+    });
+    let bearer = format!("Bearer {}", app.token("acme", "slow")).parse().unwrap();
+    request.metadata_mut().insert("authorization", bearer);
+    let mut slow = slow_client.subscribe(request).await.unwrap().into_inner();
+    confirmed(&mut slow).await;
+
+    // The others read as fast as they can, each in its own task.
+    let readers: Vec<_> = others
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let mut ids = Vec::with_capacity(60);
+                for _ in 0..60 {
+                    ids.push(next_activity(&mut stream).await.activity.unwrap().activity_id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let alice = Feed::of(&app, "acme", "alice");
+    let mut published = Vec::new();
+    for i in 0..60 {
+        let text = format!("{i} {}", "x".repeat(200));
+        published.push(alice.publish("post", &text).await.unwrap().activity.unwrap().activity_id);
+    }
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), published, "every other subscriber got everything, in order");
+    }
+    let ended = loop {
+        match next_event(&mut slow).await {
+            Ok(Some(Event::Activity(_))) => continue,
+            Ok(other) => panic!("expected the slow consumer to be ended, got {other:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!((ended.code(), reason(&ended).as_deref()), (Code::ResourceExhausted, Some("SLOW_CONSUMER")));
+}
