@@ -154,22 +154,8 @@ impl ActivityStore for RedisActivityStore {
 
     fn get<'a>(&'a self, tenant: &'a str, id: &'a ActivityId) -> BoxFuture<'a, Result<Activity, FeedError>> {
         Box::pin(async move {
-            let mut connection = self
-                .pool
-                .get()
-                .await
-                .map_err(|error| FeedError::Unavailable(format!("no redis connection: {error}")))?;
-            let raw: Option<String> = redis::cmd("GET")
-                .arg(record_key(tenant, id))
-                .query_async(&mut *connection)
-                .await
-                .map_err(|error| FeedError::Unavailable(error.to_string()))?;
-            let activity = decode_record(&raw.ok_or(FeedError::NotFound)?)?;
-            // The key names the tenant; the record must agree.
-            if activity.tenant != tenant {
-                return Err(FeedError::NotFound);
-            }
-            Ok(activity)
+            let found = self.get_many(tenant, std::slice::from_ref(id)).await?;
+            found.into_iter().next().ok_or(FeedError::NotFound)
         })
     }
 
@@ -193,13 +179,15 @@ impl ActivityStore for RedisActivityStore {
                 .query_async(&mut *connection)
                 .await
                 .map_err(|error| FeedError::Unavailable(error.to_string()))?;
-            raw.into_iter()
-                .flatten()
-                .map(|raw| decode_record(&raw))
-                .filter(|activity| {
-                    activity.as_ref().is_ok_and(|activity| activity.tenant == tenant) || activity.is_err()
-                })
-                .collect()
+            let mut found = Vec::with_capacity(raw.len());
+            for raw in raw.into_iter().flatten() {
+                let activity = decode_record(&raw)?;
+                // The key names the tenant; the record must agree.
+                if activity.tenant == tenant {
+                    found.push(activity);
+                }
+            }
+            Ok(found)
         })
     }
 
