@@ -214,13 +214,14 @@ impl FeedService for FeedGrpc {
             return Err(invalid(violations));
         }
         self.inner.projector.catch_up(&caller.tenant, &feed).await.map_err(status)?;
-        let page = self.inner.models.page(&caller.tenant, &feed, before, page_size).await.map_err(status)?;
+        // One entry more than the page: a token only when something older exists.
+        let mut page = self.inner.models.page(&caller.tenant, &feed, before, page_size + 1).await.map_err(status)?;
+        let more = page.entries.len() > page_size;
+        page.entries.truncate(page_size);
         let ids: Vec<ActivityId> = page.entries.iter().map(|(_, id)| id.clone()).collect();
         let activities = self.inner.store.get_many(&caller.tenant, &ids).await.map_err(status)?;
         let next_page_token = match page.entries.last() {
-            Some((offset, _)) if page.entries.len() == page_size => {
-                self.inner.page_tokens.seal(&caller.tenant, &caller.user, &feed, *offset)
-            }
+            Some((sequence, _)) if more => self.inner.page_tokens.seal(&caller.tenant, &caller.user, &feed, *sequence),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListFeedResponse {

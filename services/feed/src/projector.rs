@@ -4,14 +4,15 @@
 //! again. Catching up is idempotent: run it as often and on as many instances as wanted
 //! (after each publication, and periodically).
 //!
-//! When the channel's history no longer reaches back to the watermark (its epoch changed or
-//! it was trimmed), the model is reset to the newest `capacity` events the history still
-//! holds. (A rebuild from the durable archive, which holds every event, replaces this once
-//! the archive lands.)
+//! A feed that was never projected (or was flushed) is built from the newest events its
+//! channel's history holds. When the history expired while the feed was idle (a new epoch),
+//! the model keeps its entries and goes on with the new epoch. Only when the model fell
+//! further behind than history reaches is it rebuilt from the newest events (a rebuild from
+//! the durable archive, which holds every event, replaces this once the archive lands).
 
 use std::sync::Arc;
 
-use mesh_core::broker::{Broker, BrokerError, History, Position};
+use mesh_core::broker::{Broker, BrokerError, History, Position, Unrecoverable};
 
 use crate::domain::{FeedError, FeedEvent, FeedName};
 use crate::store::ReadModel;
@@ -57,61 +58,58 @@ impl Projector {
                 return Ok(watermark);
             }
             let head = self.broker.position(&channel).await.map_err(broker_error)?;
-            let current = watermark.as_ref().filter(|watermark| watermark.epoch == head.epoch);
-            if let Some(current) = current
-                && current.offset >= head.offset
-            {
-                return Ok(watermark);
-            }
-            // Read forward from the watermark, or (history lost, or nothing applied yet)
-            // from as far back as the feed's capacity reaches.
-            let (since, reset) = match current {
-                Some(current) => (current.clone(), false),
-                None => {
-                    let from = head.offset.saturating_sub(feed.capacity() as u64);
-                    (Position { offset: from, epoch: head.epoch.clone() }, true)
+            let (since, reset) = match &watermark {
+                // Nothing to apply, and nothing stored for a feed that never had an event.
+                None if head.offset == 0 => return Ok(None),
+                Some(current) if current.epoch == head.epoch => {
+                    if current.offset >= head.offset {
+                        return Ok(watermark);
+                    }
+                    (current.clone(), false)
                 }
+                // The channel's history expired while the feed was idle (its epoch changed):
+                // the model keeps what it holds and goes on with the new epoch from its start.
+                Some(_) => (Position { offset: 0, epoch: head.epoch.clone() }, false),
+                // Nothing applied yet (or flushed): build from the newest events.
+                None => (self.newest(feed, &head), true),
             };
-            // The whole batch (the history's size): events published after `head` was read
-            // may come along, and a smaller limit would make history refuse the read.
+            // The whole batch: events published after `head` was read may come along, and a
+            // smaller limit would make history refuse the read.
             let events = match self.broker.history(&channel, &since, self.batch).await.map_err(broker_error)? {
                 History::Recovered(events) => events,
                 History::Unrecoverable(why) => {
-                    if reset {
-                        // Even the newest events are gone: start empty at the head.
-                        tracing::warn!(%channel, ?why, "feed history unavailable: read model reset empty");
-                        if self.models.apply(tenant, feed, watermark.as_ref(), true, &[], &head).await? {
-                            return Ok(Some(head));
-                        }
+                    if reset || why == Unrecoverable::EpochChanged || why == Unrecoverable::Ahead {
+                        // The channel moved on while we read: read again.
                         continue;
                     }
-                    // The watermark fell out of history: start over from the newest events.
-                    tracing::warn!(%channel, ?why, "feed read model behind its history: resetting");
-                    let from = head.offset.saturating_sub(feed.capacity() as u64);
-                    let since = Position { offset: from, epoch: head.epoch.clone() };
-                    match self.broker.history(&channel, &since, self.batch).await.map_err(broker_error)? {
-                        History::Recovered(events) => {
-                            let to = events.last().map_or(since.clone(), |last| last.position.clone());
-                            let changes = changes(&events)?;
-                            // Applied or not (another projector was faster): read again.
-                            self.models.apply(tenant, feed, watermark.as_ref(), true, &changes, &to).await?;
-                            continue;
-                        }
-                        History::Unrecoverable(_) => {
-                            if self.models.apply(tenant, feed, watermark.as_ref(), true, &[], &head).await? {
-                                return Ok(Some(head));
-                            }
-                            continue;
-                        }
+                    // The model fell further behind than history reaches: start over from
+                    // the newest events (a rebuild from the archive replaces this later).
+                    tracing::warn!(%channel, ?why, "feed read model behind its history: rebuilding from the newest events");
+                    let since = self.newest(feed, &head);
+                    if let History::Recovered(events) =
+                        self.broker.history(&channel, &since, self.batch).await.map_err(broker_error)?
+                    {
+                        let to = events.last().map_or(since.clone(), |last| last.position.clone());
+                        self.models.apply(tenant, feed, watermark.as_ref(), true, &changes(&events)?, &to).await?;
                     }
+                    continue;
                 }
             };
             let to = events.last().map_or_else(|| since.clone(), |last| last.position.clone());
-            let changes = changes(&events)?;
             // A conflict means another projector moved on: read again.
-            self.models.apply(tenant, feed, watermark.as_ref(), reset, &changes, &to).await?;
+            self.models.apply(tenant, feed, watermark.as_ref(), reset, &changes(&events)?, &to).await?;
         }
         Err(FeedError::Unavailable(format!("feed {feed} of {tenant}: read model under contention, retry")))
+    }
+}
+
+impl Projector {
+    /// Where a build from history starts: the feed's capacity back from `head`, but no
+    /// further than nine tenths of a batch, so events published meanwhile still fit in one
+    /// read of history.
+    fn newest(&self, feed: &FeedName, head: &Position) -> Position {
+        let reach = feed.capacity().min(self.batch - self.batch / 10).max(1) as u64;
+        Position { offset: head.offset.saturating_sub(reach), epoch: head.epoch.clone() }
     }
 }
 
@@ -120,7 +118,7 @@ fn changes(events: &[mesh_core::broker::Publication]) -> Result<Vec<Change>, Fee
         .iter()
         .map(|publication| {
             Ok(match FeedEvent::decode(&publication.payload)? {
-                FeedEvent::Published(activity) => Change::Add { offset: publication.position.offset, id: activity.id },
+                FeedEvent::Published(activity) => Change::Add { id: activity.id },
                 FeedEvent::Deleted(tombstone) => Change::Remove { id: tombstone.id },
             })
         })

@@ -102,13 +102,15 @@ mesh_testkit::conformance!(
     a_tombstone_removes_its_activity_from_every_feed,
     flushed_read_models_rebuild_identically,
     catching_up_while_activities_are_published_loses_none,
+    a_feed_whose_history_expired_keeps_its_entries_and_goes_on,
+    a_build_while_publishing_past_the_batch_never_leaves_the_feed_empty,
 );
 
 async fn apply_is_a_compare_and_set_on_the_watermark_and_trims_to_capacity(fixture: Fixture) {
     let models = &fixture.models;
     let feed = FeedName::actor("alice");
     assert_eq!(models.watermark("acme", &feed).await.unwrap(), None);
-    let adds: Vec<Change> = (1..=150).map(|offset| Change::Add { offset, id: ActivityId::generate() }).collect();
+    let adds: Vec<Change> = (1..=150).map(|_| Change::Add { id: ActivityId::generate() }).collect();
     assert!(models.apply("acme", &feed, None, false, &adds, &position(150)).await.unwrap());
     assert!(!models.apply("acme", &feed, None, false, &adds, &position(150)).await.unwrap(), "stale expectation");
     assert_eq!(models.watermark("acme", &feed).await.unwrap(), Some(position(150)));
@@ -116,7 +118,7 @@ async fn apply_is_a_compare_and_set_on_the_watermark_and_trims_to_capacity(fixtu
     assert_eq!(page.entries.len(), 100, "an actor's feed keeps 100");
     assert_eq!(page.entries.first().map(|(offset, _)| *offset), Some(150));
     assert_eq!(page.entries.last().map(|(offset, _)| *offset), Some(51));
-    let Change::Add { id, .. } = &adds[149] else { unreachable!() };
+    let Change::Add { id } = &adds[149] else { unreachable!() };
     let remove = [Change::Remove { id: id.clone() }];
     assert!(models.apply("acme", &feed, Some(&position(150)), false, &remove, &position(151)).await.unwrap());
     assert_eq!(models.page("acme", &feed, None, 1).await.unwrap().entries[0].0, 149);
@@ -222,4 +224,63 @@ async fn catching_up_while_activities_are_published_loses_none(fixture: Fixture)
     fixture.projector().catch_up("acme", &FeedName::Global).await.unwrap();
     ids.reverse();
     assert_eq!(fixture.list(fixture.models.as_ref(), "acme", &FeedName::Global, 64).await, ids);
+}
+
+async fn a_feed_whose_history_expired_keeps_its_entries_and_goes_on(fixture: Fixture) {
+    let mut before = Vec::new();
+    for _ in 0..3 {
+        before.push(fixture.publish("acme", "alice").await.id);
+    }
+    fixture.projector().catch_up("acme", &FeedName::Global).await.unwrap();
+    // What an idle hour does to a channel: its history (and epoch) is gone.
+    let (store, broker): (Arc<dyn ActivityStore>, Arc<dyn Broker>) = match &fixture.pool {
+        None => {
+            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(HistorySettings::default()));
+            (Arc::new(MemoryActivityStore::new(broker.clone())), broker)
+        }
+        Some(pool) => {
+            let mut connection = pool.get().await.unwrap();
+            let keys: Vec<String> =
+                ::redis::cmd("KEYS").arg("t:acme:ch:*").query_async(&mut *connection).await.unwrap();
+            let () = ::redis::cmd("DEL").arg(keys).query_async(&mut *connection).await.unwrap();
+            (fixture.store.clone(), fixture.broker.clone())
+        }
+    };
+    let mut after = Vec::new();
+    for _ in 0..2 {
+        let new = NewActivity::parse("post", Some(("post", "1")), "", []).unwrap();
+        let activity = Activity::new(ActivityId::generate(), "acme", "alice", new, SystemTime::now());
+        after.push(store.publish(activity, None).await.unwrap().activity.id);
+    }
+    Projector::new(broker, fixture.models.clone(), 2000).catch_up("acme", &FeedName::Global).await.unwrap();
+    let expected: Vec<ActivityId> = after.into_iter().rev().chain(before.into_iter().rev()).collect();
+    assert_eq!(fixture.list(fixture.models.as_ref(), "acme", &FeedName::Global, 2).await, expected);
+}
+
+async fn a_build_while_publishing_past_the_batch_never_leaves_the_feed_empty(fixture: Fixture) {
+    let fixture = Arc::new(fixture);
+    for _ in 0..1100 {
+        fixture.publish("acme", "alice").await;
+    }
+    let publisher = {
+        let fixture = fixture.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            for _ in 0..100 {
+                last = Some(fixture.publish("acme", "alice").await.id);
+            }
+            last.unwrap()
+        })
+    };
+    // A projector whose batch equals the global feed's capacity, on an empty model.
+    let projector = Projector::new(fixture.broker.clone(), fixture.models.clone(), 1000);
+    for _ in 0..20 {
+        projector.catch_up("acme", &FeedName::Global).await.unwrap();
+        let listed = fixture.models.page("acme", &FeedName::Global, None, 1000).await.unwrap();
+        assert!(listed.entries.len() >= 800, "the build keeps the newest events: {}", listed.entries.len());
+    }
+    let last = publisher.await.unwrap();
+    projector.catch_up("acme", &FeedName::Global).await.unwrap();
+    let newest = fixture.models.page("acme", &FeedName::Global, None, 1).await.unwrap();
+    assert_eq!(newest.entries[0].1, last);
 }

@@ -55,7 +55,10 @@ impl MemoryActivityStore {
 }
 
 fn broker_error(error: BrokerError) -> FeedError {
-    FeedError::Unavailable(error.to_string())
+    match error {
+        BrokerError::PayloadTooLarge { size, limit } => super::redis::too_large(size, limit),
+        BrokerError::Unavailable(_) => FeedError::Unavailable(error.to_string()),
+    }
 }
 
 impl ActivityStore for MemoryActivityStore {

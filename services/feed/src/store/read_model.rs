@@ -1,6 +1,8 @@
 //! [`ReadModel`]: the query side of the feeds. Each feed of a tenant keeps the ids of its
-//! newest activities (its [`capacity`](FeedName::capacity)), ordered by their offset in the
-//! feed's channel, and its *watermark*: the position of the last event applied. Projectors
+//! newest activities (its [`capacity`](FeedName::capacity)), each under a sequence number the
+//! model assigns in the order the events are applied (it never goes back, across channel
+//! epochs and rebuilds alike, so page cursors stay valid), and its *watermark*: the channel
+//! position of the last event applied. Projectors
 //! apply events strictly in offset order with a compare-and-set on the watermark, so any
 //! number of instances may project at once and each event is applied exactly once.
 //!
@@ -20,10 +22,8 @@ use crate::domain::{ActivityId, FeedError, FeedName};
 /// One change an event makes to a feed's read model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// An activity was published at `offset` of the feed.
+    /// An activity was published.
     Add {
-        /// Its offset in the feed's channel.
-        offset: u64,
         /// The activity.
         id: ActivityId,
     },
@@ -37,7 +37,7 @@ pub enum Change {
 /// A slice of a feed, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
-    /// Activity ids with their offsets, newest first.
+    /// Activity ids with their sequence numbers, newest first.
     pub entries: Vec<(u64, ActivityId)>,
     /// The feed's watermark when the page was read (`None` before any event was applied).
     pub watermark: Option<Position>,
@@ -66,8 +66,8 @@ pub trait ReadModel: Send + Sync + 'static {
         to: &'a Position,
     ) -> BoxFuture<'a, Result<bool, FeedError>>;
 
-    /// Up to `limit` entries of the feed older than offset `before` (all when `None`),
-    /// newest first, with the watermark.
+    /// Up to `limit` entries of the feed older than sequence number `before` (all when
+    /// `None`), newest first, with the watermark (read together with the entries).
     fn page<'a>(
         &'a self,
         tenant: &'a str,
@@ -86,6 +86,8 @@ pub struct MemoryReadModel {
 #[derive(Debug, Default)]
 struct MemoryFeed {
     entries: BTreeMap<u64, ActivityId>,
+    /// The last sequence number assigned.
+    sequence: u64,
     watermark: Option<Position>,
 }
 
@@ -128,8 +130,9 @@ impl ReadModel for MemoryReadModel {
             }
             for change in changes {
                 match change {
-                    Change::Add { offset, id } => {
-                        model.entries.insert(*offset, id.clone());
+                    Change::Add { id } => {
+                        model.sequence += 1;
+                        model.entries.insert(model.sequence, id.clone());
                     }
                     Change::Remove { id } => model.entries.retain(|_, entry| entry != id),
                 }
@@ -166,8 +169,9 @@ impl ReadModel for MemoryReadModel {
     }
 }
 
-/// Read models in Redis: per feed a sorted set of activity ids scored by offset
-/// (`t:<tenant>:feed:model:<feed>`) and its watermark (`...:watermark`, `<offset>:<epoch>`).
+/// Read models in Redis: per feed a sorted set of activity ids scored by sequence number
+/// (`t:<tenant>:feed:model:<feed>`), the last sequence number (`...:sequence`) and the
+/// watermark (`...:watermark`, `<offset>:<epoch>`).
 pub struct RedisReadModel {
     pool: RedisPool,
     apply: Script,
@@ -192,6 +196,10 @@ impl RedisReadModel {
 
 fn model_key(tenant: &str, feed: &FeedName) -> String {
     format!("t:{tenant}:feed:model:{feed}")
+}
+
+fn sequence_key(tenant: &str, feed: &FeedName) -> String {
+    format!("t:{tenant}:feed:model:{feed}:sequence")
 }
 
 fn watermark_key(tenant: &str, feed: &FeedName) -> String {
@@ -242,14 +250,15 @@ impl ReadModel for RedisReadModel {
             let mut invocation = self.apply.key(model_key(tenant, feed));
             invocation
                 .key(watermark_key(tenant, feed))
+                .key(sequence_key(tenant, feed))
                 .arg(expected.map(encode_position).unwrap_or_default())
                 .arg(encode_position(to))
                 .arg(feed.capacity())
                 .arg(if reset { "1" } else { "0" });
             for change in changes {
                 match change {
-                    Change::Add { offset, id } => invocation.arg("+").arg(*offset).arg(id.as_str()),
-                    Change::Remove { id } => invocation.arg("-").arg(0).arg(id.as_str()),
+                    Change::Add { id } => invocation.arg("+").arg(id.as_str()),
+                    Change::Remove { id } => invocation.arg("-").arg(id.as_str()),
                 };
             }
             let mut connection = self.connection().await?;
@@ -268,7 +277,9 @@ impl ReadModel for RedisReadModel {
         Box::pin(async move {
             let max = before.map_or_else(|| "+inf".to_owned(), |offset| format!("({offset}"));
             let mut connection = self.connection().await?;
+            // One transaction: the watermark describes exactly the entries read.
             let (entries, watermark): (Vec<(String, u64)>, Option<String>) = redis::pipe()
+                .atomic()
                 .cmd("ZRANGE")
                 .arg(model_key(tenant, feed))
                 .arg(max)

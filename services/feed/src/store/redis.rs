@@ -76,15 +76,19 @@ impl RedisActivityStore {
 
     fn check_size(&self, payload: &[u8]) -> Result<(), FeedError> {
         if payload.len() > self.history.max_payload {
-            // The activity limits keep events far below the broker's default limit.
-            return Err(FeedError::Unavailable(format!(
-                "a feed event of {} bytes exceeds stream.max_payload_bytes ({})",
-                payload.len(),
-                self.history.max_payload
-            )));
+            return Err(too_large(payload.len(), self.history.max_payload));
         }
         Ok(())
     }
+}
+
+/// An event too large for the feed log (text and metadata within their limits can still
+/// exceed `stream.max_payload_bytes` once encoded, e.g. with many escaped characters).
+pub(super) fn too_large(size: usize, limit: usize) -> FeedError {
+    FeedError::Invalid(vec![mesh_core::FieldViolation::new(
+        "text",
+        format!("the activity encodes to {size} bytes, over the server's limit of {limit}: shorten text or metadata"),
+    )])
 }
 
 fn record_key(tenant: &str, id: &ActivityId) -> String {

@@ -63,6 +63,19 @@ async fn page_tokens_are_bound_to_the_caller_and_the_feed() {
     for _ in 0..3 {
         alice.publish("post", "").await.unwrap();
     }
+    let whole = alice.list("global", 3, "").await.unwrap();
+    assert_eq!((whole.activities.len(), whole.next_page_token.as_str()), (3, ""), "a full last page has no token");
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = alice.list("global", 1, &token).await.unwrap();
+        pages.push(page.activities.len());
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, [1, 1, 1], "no empty page after the last");
     let token = alice.list("global", 1, "").await.unwrap().next_page_token;
     assert!(!token.is_empty());
     assert_eq!(alice.list("global", 1, &token).await.unwrap().activities.len(), 1);

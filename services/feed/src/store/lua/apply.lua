@@ -1,8 +1,9 @@
 -- Applies feed-log events to one feed's read model, if its applied watermark is still the
 -- one the caller read (so concurrent projectors apply each event once, in order).
--- KEYS: the feed's sorted set (activity id scored by its offset), the watermark.
+-- KEYS: the feed's sorted set (activity ids scored by sequence number), the watermark, the
+-- last sequence number (never reset).
 -- ARGV: expected watermark ('' for none yet), new watermark '<offset>:<epoch>', how many
--- entries the feed keeps, '1' to clear the feed first, then triples: '+' or '-', offset, id.
+-- entries the feed keeps, '1' to clear the feed first, then pairs: '+' or '-', activity id.
 -- Replies 'ok' or 'conflict'.
 local current = redis.call('GET', KEYS[2]) or ''
 if current ~= ARGV[1] then
@@ -11,11 +12,11 @@ end
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[1])
 end
-for i = 5, #ARGV, 3 do
+for i = 5, #ARGV, 2 do
   if ARGV[i] == '+' then
-    redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i + 2])
+    redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[3]), ARGV[i + 1])
   else
-    redis.call('ZREM', KEYS[1], ARGV[i + 2])
+    redis.call('ZREM', KEYS[1], ARGV[i + 1])
   end
 end
 local keep = tonumber(ARGV[3])
