@@ -372,9 +372,7 @@ impl AuthService for AuthGrpc {
             .ok_or_else(|| internal("CreateSession answered without a session"))?;
         let expire_time = session
             .max_expire_time
-            .map(|at| {
-                SystemTime::UNIX_EPOCH + Duration::new(at.seconds.max(0).unsigned_abs(), at.nanos.max(0).unsigned_abs())
-            })
+            .map(stream_pb::system_time)
             .ok_or_else(|| internal("CreateSession answered without max_expire_time"))?;
         let record = RefreshRecord {
             tenant: tenant.clone(),

@@ -55,6 +55,11 @@ impl FieldViolation {
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self { field: field.into(), description: description.into() }
     }
+
+    /// `violations` as one line, `field: description; ...` (for error messages and logs).
+    pub fn describe_all(violations: &[Self]) -> String {
+        violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+    }
 }
 
 /// An error of the mesh, ready to be mapped to a transport status.

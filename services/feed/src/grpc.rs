@@ -79,12 +79,14 @@ impl FeedGrpc {
         FeedServiceServer::new(self).max_decoding_message_size(max_decoding).max_encoding_message_size(max_encoding)
     }
 
-    /// Catches the feeds of `actor` up in the background (ListFeed would do it anyway).
-    fn project_soon(&self, tenant: &str, actor: &str) {
+    /// Catches the feeds an event was just appended to up in the background (ListFeed
+    /// would do it anyway).
+    fn project_soon(&self, tenant: &str, positions: &[(FeedName, Position)]) {
         let projector = self.inner.projector.clone();
-        let (tenant, actor) = (tenant.to_owned(), actor.to_owned());
+        let tenant = tenant.to_owned();
+        let feeds: Vec<FeedName> = positions.iter().map(|(feed, _)| feed.clone()).collect();
         tokio::spawn(async move {
-            for feed in [FeedName::Global, FeedName::actor(&actor)] {
+            for feed in feeds {
                 if let Err(error) = projector.catch_up(&tenant, &feed).await {
                     tracing::debug!(%error, %feed, "background projection failed; ListFeed catches up");
                 }
@@ -154,7 +156,7 @@ impl FeedService for FeedGrpc {
         }
         let activity = Activity::new(ActivityId::generate(), &caller.tenant, &caller.user, new, SystemTime::now());
         let published = self.inner.store.publish(activity, request_id.as_ref()).await.map_err(status)?;
-        self.project_soon(&caller.tenant, &caller.user);
+        self.project_soon(&caller.tenant, &published.positions);
         Ok(Response::new(pb::PublishActivityResponse {
             activity: Some(activity_pb(&published.activity)),
             positions: positions_pb(&published.positions),
@@ -168,10 +170,9 @@ impl FeedService for FeedGrpc {
         let caller = caller(&request)?.clone();
         let id = activity_id(&request.get_ref().activity_id)?;
         let deleter = Deleter { user: &caller.user, admin: caller.has_scope(ADMIN) };
-        let activity = self.inner.store.get(&caller.tenant, &id).await.map_err(status)?;
         let positions =
             self.inner.store.delete(&caller.tenant, &id, deleter, SystemTime::now()).await.map_err(status)?;
-        self.project_soon(&caller.tenant, &activity.actor);
+        self.project_soon(&caller.tenant, &positions);
         Ok(Response::new(pb::DeleteActivityResponse { positions: positions_pb(&positions) }))
     }
 

@@ -49,7 +49,7 @@ use mesh_core::broker::subscription::SubscriptionSettings;
 use mesh_core::config::{AuthSettings, RedisSettings};
 use mesh_core::transport::stream::timestamp;
 use mesh_proto::mesh::auth::v1 as pb;
-use mesh_testkit::bench::{Figures, cpu_time, rss_bytes};
+use mesh_testkit::bench::{LoadWorker, Measured, measure, rss_bytes};
 use mesh_testkit::{RedisServer, TestApp};
 use pb::auth_service_client::AuthServiceClient;
 use tokio::sync::Mutex;
@@ -136,7 +136,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         let mut figures = Vec::new();
         for call in Call::ALL {
             eprintln!("bench: {} at concurrency {concurrency}", call.name());
-            figures.push((call, measure(&workers, call, &plan, redis.pid()).await?));
+            figures.push((call, measure(&workers, call, plan.warmup, plan.run, redis.pid()).await?));
         }
         write_calls(&mut report, concurrency, &figures)?;
         writeln!(report, "  resident memory after this concurrency: {:.1} MiB", rss_bytes()? as f64 / 1048576.0)?;
@@ -383,8 +383,14 @@ struct Worker {
     refresh: String,
 }
 
+impl LoadWorker<Call> for Worker {
+    fn call(&mut self, call: Call) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
+        self.run(call)
+    }
+}
+
 impl Worker {
-    async fn call(&mut self, call: Call) -> anyhow::Result<()> {
+    async fn run(&mut self, call: Call) -> anyhow::Result<()> {
         match call {
             Call::Check => {
                 self.health.check(HealthCheckRequest { service: String::new() }).await?;
@@ -436,71 +442,6 @@ async fn workers(app: &TestApp, concurrency: usize) -> anyhow::Result<Vec<Arc<Mu
         })));
     }
     Ok(workers)
-}
-
-/// One call's figures and the CPU it cost per call: this process (meshd and the load
-/// generator together) and redis-server.
-struct Measured {
-    figures: Figures,
-    cpu_us: f64,
-    redis_cpu_us: Option<f64>,
-}
-
-/// Every worker calls `call` back to back: a warm-up, then the measured run.
-async fn measure(
-    workers: &[Arc<Mutex<Worker>>],
-    call: Call,
-    plan: &Plan,
-    redis_pid: Option<u32>,
-) -> anyhow::Result<Measured> {
-    let cpu_before = (cpu_time(None)?, redis_pid.map(|pid| cpu_time(Some(pid))).transpose()?);
-    let mut tasks = Vec::new();
-    for worker in workers {
-        let worker = worker.clone();
-        let (warmup, run) = (plan.warmup, plan.run);
-        tasks.push(tokio::spawn(async move {
-            let mut worker = worker.lock().await;
-            let mut histogram = histogram()?;
-            let warm_until = Instant::now() + warmup;
-            let mut warmup_calls = 0u64;
-            while Instant::now() < warm_until {
-                worker.call(call).await?;
-                warmup_calls += 1;
-            }
-            let started = Instant::now();
-            let until = started + run;
-            let mut calls = 0u64;
-            while Instant::now() < until {
-                let sent = Instant::now();
-                worker.call(call).await?;
-                histogram.record(sent.elapsed().as_nanos().max(1) as u64)?;
-                calls += 1;
-            }
-            anyhow::Ok((histogram, calls, started.elapsed(), warmup_calls + calls))
-        }));
-    }
-    let mut all = histogram()?;
-    let mut per_second = 0.0;
-    let mut total_calls = 0;
-    for task in tasks {
-        let (histogram, calls, elapsed, all_calls) = task.await??;
-        all.add(&histogram)?;
-        per_second += calls as f64 / elapsed.as_secs_f64();
-        total_calls += all_calls;
-    }
-    let per_call = |before: Duration, after: Duration| (after - before).as_secs_f64() * 1e6 / total_calls.max(1) as f64;
-    let cpu_us = per_call(cpu_before.0, cpu_time(None)?);
-    let redis_cpu_us = match (cpu_before.1, redis_pid) {
-        (Some(before), Some(pid)) => Some(per_call(before, cpu_time(Some(pid))?)),
-        _ => None,
-    };
-    let figures = Figures {
-        p50_us: all.value_at_quantile(0.5) as f64 / 1e3,
-        p99_us: all.value_at_quantile(0.99) as f64 / 1e3,
-        mean_us: all.mean() / 1e3,
-        per_second,
-    };
-    Ok(Measured { figures, cpu_us, redis_cpu_us })
 }
 
 fn write_calls(out: &mut String, concurrency: usize, figures: &[(Call, Measured)]) -> std::fmt::Result {

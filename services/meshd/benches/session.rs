@@ -31,15 +31,14 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use hdrhistogram::Histogram;
 use mesh_core::auth::SigningKeyPair;
 use mesh_core::backend::{RedisPool, redis_pool};
 use mesh_core::config::{RedisSettings, Secret};
 use mesh_proto::mesh::session::v1 as pb;
-use mesh_testkit::bench::{self, Figures, cpu_time, rss_bytes};
+use mesh_testkit::bench::{self, Figures, LoadWorker, Measured, measure, rss_bytes};
 use mesh_testkit::{RedisServer, TestApp};
 use pb::session_service_client::SessionServiceClient;
 use tokio::sync::Mutex;
@@ -134,6 +133,12 @@ struct Worker {
     version: i64,
 }
 
+impl LoadWorker<Call> for Worker {
+    fn call(&mut self, call: Call) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
+        self.run(call)
+    }
+}
+
 impl Worker {
     fn authed<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
@@ -141,7 +146,7 @@ impl Worker {
         request
     }
 
-    async fn call(&mut self, call: Call) -> anyhow::Result<()> {
+    async fn run(&mut self, call: Call) -> anyhow::Result<()> {
         match call {
             Call::Echo => {
                 self.echo.check(HealthCheckRequest { service: String::new() }).await?;
@@ -206,7 +211,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
             *call == Call::Echo || calls.as_deref().is_none_or(|calls| calls.split(',').any(|c| c == call.short()))
         }) {
             eprintln!("bench: {} at concurrency {concurrency}", call.name());
-            figures.push((call, measure(&workers, call, &plan, redis.pid()).await?));
+            figures.push((call, measure(&workers, call, plan.warmup, plan.run, redis.pid()).await?));
         }
         let requests = if concurrency == 1 { 50_000 } else { 200_000 };
         let get = bench::redis_benchmark(redis.port(), requests, concurrency, &["GET", "bench:key"]).await;
@@ -346,74 +351,6 @@ async fn create_session(
     let mut create = Request::new(pb::CreateSessionRequest::default());
     create.metadata_mut().insert("authorization", bearer.clone());
     sessions.create_session(create).await?.into_inner().session.context("a session")
-}
-
-/// Every worker calls `call` back to back: a warm-up, then the measured run.
-async fn measure(
-    workers: &[Arc<Mutex<Worker>>],
-    call: Call,
-    plan: &Plan,
-    redis_pid: Option<u32>,
-) -> anyhow::Result<Measured> {
-    let cpu_before = (cpu_time(None)?, redis_pid.map(|pid| cpu_time(Some(pid))).transpose()?);
-    let mut tasks = Vec::new();
-    for worker in workers {
-        let worker = worker.clone();
-        let (warmup, run) = (plan.warmup, plan.run);
-        tasks.push(tokio::spawn(async move {
-            let mut worker = worker.lock().await;
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
-            let warm_until = Instant::now() + warmup;
-            let mut warmup_calls = 0u64;
-            while Instant::now() < warm_until {
-                worker.call(call).await?;
-                warmup_calls += 1;
-            }
-            let started = Instant::now();
-            let until = started + run;
-            let mut calls = 0u64;
-            while Instant::now() < until {
-                let sent = Instant::now();
-                worker.call(call).await?;
-                histogram.record(sent.elapsed().as_nanos().max(1) as u64).expect("within bounds");
-                calls += 1;
-            }
-            anyhow::Ok((histogram, calls, started.elapsed(), warmup_calls + calls))
-        }));
-    }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-    let mut per_second = 0.0;
-    let mut total_calls = 0;
-    for task in tasks {
-        let (histogram, calls, elapsed, all_calls) = task.await??;
-        all.add(&histogram)?;
-        per_second += calls as f64 / elapsed.as_secs_f64();
-        total_calls += all_calls;
-    }
-    let per_call = |before: std::time::Duration, after: std::time::Duration| {
-        (after - before).as_secs_f64() * 1e6 / total_calls.max(1) as f64
-    };
-    let cpu_us = per_call(cpu_before.0, cpu_time(None)?);
-    let redis_cpu_us = match (cpu_before.1, redis_pid) {
-        (Some(before), Some(pid)) => Some(per_call(before, cpu_time(Some(pid))?)),
-        _ => None,
-    };
-    let figures = Figures {
-        p50_us: all.value_at_quantile(0.5) as f64 / 1e3,
-        p99_us: all.value_at_quantile(0.99) as f64 / 1e3,
-        mean_us: all.mean() / 1e3,
-        per_second,
-    };
-    Ok(Measured { figures, cpu_us, redis_cpu_us })
-}
-
-/// One call's figures and the CPU it cost, per call: this process (server and load
-/// generator together) and the Redis server.
-#[derive(Debug, Clone, Copy)]
-struct Measured {
-    figures: Figures,
-    cpu_us: f64,
-    redis_cpu_us: Option<f64>,
 }
 
 fn write_table(

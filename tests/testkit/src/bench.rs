@@ -1,7 +1,13 @@
-//! Helpers the benchmarks share: the `redis-benchmark` reference run, resident memory and
-//! CPU time of processes.
+//! Helpers the benchmarks share: the closed-loop load run ([`measure`]), the
+//! `redis-benchmark` reference run, resident memory and CPU time of processes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use hdrhistogram::Histogram;
+use tokio::sync::Mutex;
 
 /// Latency and throughput of one measured load.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,4 +119,89 @@ mod tests {
         assert_eq!(parse_cpu_ticks(stat), Some(281));
         assert_eq!(parse_cpu_ticks("garbage"), None);
     }
+}
+
+/// One load generator's connection and state: it makes one call of kind `C` at a time.
+pub trait LoadWorker<C>: Send + 'static {
+    /// Makes one call and waits for its answer.
+    fn call(&mut self, call: C) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// One call's figures and the CPU it cost per call: this process (server and load generator
+/// together) and the Redis server, when its pid is known.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Latency and throughput.
+    pub figures: Figures,
+    /// CPU of this process per call, µs.
+    pub cpu_us: f64,
+    /// CPU of redis-server per call, µs.
+    pub redis_cpu_us: Option<f64>,
+}
+
+/// A histogram of nanoseconds up to a minute, 3 significant digits.
+fn nanos_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?)
+}
+
+/// Every worker makes `call` back to back, each in its own task: `warmup`, then the measured
+/// `run`. Latency over all workers; calls/s summed over them; CPU per call over both phases.
+pub async fn measure<C, W>(
+    workers: &[Arc<Mutex<W>>],
+    call: C,
+    warmup: Duration,
+    run: Duration,
+    redis_pid: Option<u32>,
+) -> anyhow::Result<Measured>
+where
+    C: Copy + Send + 'static,
+    W: LoadWorker<C>,
+{
+    let cpu_before = (cpu_time(None)?, redis_pid.map(|pid| cpu_time(Some(pid))).transpose()?);
+    let mut tasks = Vec::new();
+    for worker in workers {
+        let worker = worker.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut worker = worker.lock().await;
+            let mut histogram = nanos_histogram()?;
+            let warm_until = Instant::now() + warmup;
+            let mut warmup_calls = 0u64;
+            while Instant::now() < warm_until {
+                worker.call(call).await?;
+                warmup_calls += 1;
+            }
+            let started = Instant::now();
+            let until = started + run;
+            let mut calls = 0u64;
+            while Instant::now() < until {
+                let sent = Instant::now();
+                worker.call(call).await?;
+                histogram.record(u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1))?;
+                calls += 1;
+            }
+            anyhow::Ok((histogram, calls, started.elapsed(), warmup_calls + calls))
+        }));
+    }
+    let mut all = nanos_histogram()?;
+    let mut per_second = 0.0;
+    let mut total_calls = 0;
+    for task in tasks {
+        let (histogram, calls, elapsed, all_calls) = task.await??;
+        all.add(&histogram)?;
+        per_second += calls as f64 / elapsed.as_secs_f64();
+        total_calls += all_calls;
+    }
+    let per_call = |before: Duration, after: Duration| (after - before).as_secs_f64() * 1e6 / total_calls.max(1) as f64;
+    let cpu_us = per_call(cpu_before.0, cpu_time(None)?);
+    let redis_cpu_us = match (cpu_before.1, redis_pid) {
+        (Some(before), Some(pid)) => Some(per_call(before, cpu_time(Some(pid))?)),
+        _ => None,
+    };
+    let figures = Figures {
+        p50_us: all.value_at_quantile(0.5) as f64 / 1e3,
+        p99_us: all.value_at_quantile(0.99) as f64 / 1e3,
+        mean_us: all.mean() / 1e3,
+        per_second,
+    };
+    Ok(Measured { figures, cpu_us, redis_cpu_us })
 }

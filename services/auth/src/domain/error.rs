@@ -6,7 +6,7 @@ use mesh_core::error::FieldViolation;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// The request is malformed; every offending field is named.
-    #[error("invalid request: {}", describe(.0))]
+    #[error("invalid request: {}", FieldViolation::describe_all(.0))]
     Invalid(Vec<FieldViolation>),
     /// The email is already registered in the tenant (compared case-insensitively).
     #[error("the email is already registered in this tenant")]
@@ -30,8 +30,4 @@ impl From<FieldViolation> for AuthError {
     fn from(violation: FieldViolation) -> Self {
         Self::Invalid(vec![violation])
     }
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }

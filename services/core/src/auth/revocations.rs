@@ -35,6 +35,7 @@ use crate::Error;
 use crate::broker::hub::Hub;
 use crate::broker::subscription::{ChannelRequest, StreamEvent, SubscriptionSettings, subscribe};
 use crate::broker::{ChannelKey, ChannelName, Position};
+use crate::transport::stream::system_time;
 
 /// Name of each tenant's revocation channel.
 pub const TENANT_CHANNEL: &str = "revocations";
@@ -310,10 +311,4 @@ pub fn revoked_error() -> Error {
 fn revoked_items(revocation: &pb::Revocation) -> Vec<Revoked> {
     let sessions = revocation.session_ids.iter().map(|id| Revoked::Session(id.clone()));
     sessions.chain(revocation.token_ids.iter().map(|id| Revoked::Token(id.clone()))).collect()
-}
-
-fn system_time(timestamp: prost_types::Timestamp) -> SystemTime {
-    let seconds = u64::try_from(timestamp.seconds).unwrap_or(0);
-    let nanos = u32::try_from(timestamp.nanos).unwrap_or(0);
-    SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos)
 }

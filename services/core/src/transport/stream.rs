@@ -129,6 +129,13 @@ pub fn timestamp(time: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(time)
 }
 
+/// A protobuf timestamp as a time (before the epoch, or malformed, counts as the epoch).
+pub fn system_time(timestamp: prost_types::Timestamp) -> SystemTime {
+    let seconds = u64::try_from(timestamp.seconds).unwrap_or(0);
+    let nanos = u32::try_from(timestamp.nanos).unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos)
+}
+
 /// `duration` as a protobuf duration.
 pub fn duration(duration: Duration) -> prost_types::Duration {
     prost_types::Duration::try_from(duration).unwrap_or(prost_types::Duration { seconds: i64::MAX, nanos: 0 })

@@ -12,7 +12,7 @@ pub enum FeedError {
     #[error("activity not found")]
     NotFound,
     /// The request is malformed; every offending field is named.
-    #[error("invalid request: {}", describe(.0))]
+    #[error("invalid request: {}", FieldViolation::describe_all(.0))]
     Invalid(Vec<FieldViolation>),
     /// The caller may not do this (another actor's activity without `admin`).
     #[error("permission denied: {0}")]
@@ -57,10 +57,6 @@ impl From<FeedError> for mesh_core::Error {
             }
         }
     }
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]

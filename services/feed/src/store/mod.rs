@@ -84,6 +84,18 @@ pub trait ActivityStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<(FeedName, Position)>, FeedError>>;
 }
 
+/// A pooled Redis connection, or UNAVAILABLE.
+async fn connection(
+    pool: &mesh_core::backend::RedisPool,
+) -> Result<bb8::PooledConnection<'_, mesh_core::backend::RedisManager>, FeedError> {
+    pool.get().await.map_err(|error| FeedError::Unavailable(format!("no redis connection: {error}")))
+}
+
+/// A failed Redis command.
+fn unavailable(error: ::redis::RedisError) -> FeedError {
+    FeedError::Unavailable(error.to_string())
+}
+
 /// The message of deleting another actor's activity without `admin`.
 const NOT_YOURS: &str = "only its actor, or a token with the admin scope, may delete this activity";
 

@@ -16,7 +16,7 @@ use mesh_core::backend::RedisPool;
 use mesh_core::broker::{Epoch, Position};
 use redis::Script;
 
-use super::BoxFuture;
+use super::{BoxFuture, connection, unavailable};
 use crate::domain::{ActivityId, FeedError, FeedName};
 
 /// One change an event makes to a feed's read model.
@@ -188,10 +188,6 @@ impl RedisReadModel {
     pub fn new(pool: RedisPool) -> Self {
         Self { pool, apply: Script::new(include_str!("lua/apply.lua")) }
     }
-
-    async fn connection(&self) -> Result<bb8::PooledConnection<'_, mesh_core::backend::RedisManager>, FeedError> {
-        self.pool.get().await.map_err(|error| FeedError::Unavailable(format!("no redis connection: {error}")))
-    }
 }
 
 fn model_key(tenant: &str, feed: &FeedName) -> String {
@@ -216,10 +212,6 @@ fn decode_position(raw: &str) -> Result<Position, FeedError> {
     Ok(Position { offset: offset.parse().map_err(|_| bad())?, epoch: Epoch(Arc::from(epoch)) })
 }
 
-fn unavailable(error: redis::RedisError) -> FeedError {
-    FeedError::Unavailable(error.to_string())
-}
-
 impl ReadModel for RedisReadModel {
     fn watermark<'a>(
         &'a self,
@@ -227,7 +219,7 @@ impl ReadModel for RedisReadModel {
         feed: &'a FeedName,
     ) -> BoxFuture<'a, Result<Option<Position>, FeedError>> {
         Box::pin(async move {
-            let mut connection = self.connection().await?;
+            let mut connection = connection(&self.pool).await?;
             let raw: Option<String> = redis::cmd("GET")
                 .arg(watermark_key(tenant, feed))
                 .query_async(&mut *connection)
@@ -261,7 +253,7 @@ impl ReadModel for RedisReadModel {
                     Change::Remove { id } => invocation.arg("-").arg(id.as_str()),
                 };
             }
-            let mut connection = self.connection().await?;
+            let mut connection = connection(&self.pool).await?;
             let reply: String = invocation.invoke_async(&mut *connection).await.map_err(unavailable)?;
             Ok(reply == "ok")
         })
@@ -276,7 +268,7 @@ impl ReadModel for RedisReadModel {
     ) -> BoxFuture<'a, Result<Page, FeedError>> {
         Box::pin(async move {
             let max = before.map_or_else(|| "+inf".to_owned(), |offset| format!("({offset}"));
-            let mut connection = self.connection().await?;
+            let mut connection = connection(&self.pool).await?;
             // One transaction: the watermark describes exactly the entries read.
             let (entries, watermark): (Vec<(String, u64)>, Option<String>) = redis::pipe()
                 .atomic()

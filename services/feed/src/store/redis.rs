@@ -19,7 +19,7 @@ use mesh_core::broker::{Epoch, HistorySettings, Position};
 use mesh_core::request_id::{REQUEST_ID_TTL, RequestId};
 use redis::Script;
 
-use super::{ActivityStore, BoxFuture, Deleter, NOT_YOURS, Published, feeds_of};
+use super::{ActivityStore, BoxFuture, Deleter, NOT_YOURS, Published, connection, feeds_of, unavailable};
 use crate::domain::{Activity, ActivityId, FeedError, FeedEvent, FeedName, Tombstone};
 
 /// Activity records in Redis, publishing on the broker's channels there.
@@ -69,9 +69,8 @@ impl RedisActivityStore {
     }
 
     async fn invoke<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, FeedError> {
-        let mut connection =
-            self.pool.get().await.map_err(|error| FeedError::Unavailable(format!("no redis connection: {error}")))?;
-        invocation.invoke_async(&mut *connection).await.map_err(|error| FeedError::Unavailable(error.to_string()))
+        let mut connection = connection(&self.pool).await?;
+        invocation.invoke_async(&mut *connection).await.map_err(unavailable)
     }
 
     fn check_size(&self, payload: &[u8]) -> Result<(), FeedError> {
@@ -172,17 +171,10 @@ impl ActivityStore for RedisActivityStore {
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut connection = self
-                .pool
-                .get()
-                .await
-                .map_err(|error| FeedError::Unavailable(format!("no redis connection: {error}")))?;
+            let mut connection = connection(&self.pool).await?;
             let keys: Vec<String> = ids.iter().map(|id| record_key(tenant, id)).collect();
-            let raw: Vec<Option<String>> = redis::cmd("MGET")
-                .arg(keys)
-                .query_async(&mut *connection)
-                .await
-                .map_err(|error| FeedError::Unavailable(error.to_string()))?;
+            let raw: Vec<Option<String>> =
+                redis::cmd("MGET").arg(keys).query_async(&mut *connection).await.map_err(unavailable)?;
             let mut found = Vec::with_capacity(raw.len());
             for raw in raw.into_iter().flatten() {
                 let activity = decode_record(&raw)?;

@@ -93,7 +93,7 @@ impl TryFrom<BTreeMap<String, String>> for Attributes {
     type Error = String;
 
     fn try_from(map: BTreeMap<String, String>) -> Result<Self, Self::Error> {
-        Self::parse(map, "attributes").map_err(|violations| describe(&violations))
+        Self::parse(map, "attributes").map_err(|violations| FieldViolation::describe_all(&violations))
     }
 }
 
@@ -247,10 +247,6 @@ fn entry_path(field: &str, key: &str) -> String {
     }
     let cut = (0..=MAX_KEY_IN_PATH).rev().find(|&at| key.is_char_boundary(at)).unwrap_or(0);
     format!("{field}.{}…", &key[..cut])
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]

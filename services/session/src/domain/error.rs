@@ -19,7 +19,7 @@ pub enum SessionError {
         current: Version,
     },
     /// The request is malformed; every offending field is named.
-    #[error("invalid request: {}", describe(.0))]
+    #[error("invalid request: {}", FieldViolation::describe_all(.0))]
     Invalid(Vec<FieldViolation>),
     /// A backend (store, queue) failed or is unreachable; retryable. The text is for logs
     /// only and never reaches the caller.
@@ -51,10 +51,6 @@ impl From<SessionError> for mesh_core::Error {
             }
         }
     }
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]
