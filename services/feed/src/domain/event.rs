@@ -58,6 +58,24 @@ impl FeedEvent {
         }
     }
 
+    /// The event's id, unique in its tenant: the activity id for a publication, the
+    /// activity id and `:deleted` for its tombstone (an activity is deleted at most once).
+    /// Job-queue consumers and the archive are idempotent on it.
+    pub fn event_id(&self) -> String {
+        match self {
+            Self::Published(activity) => activity.id.to_string(),
+            Self::Deleted(tombstone) => format!("{}:deleted", tombstone.id),
+        }
+    }
+
+    /// When it happened: the activity's create time or the tombstone's delete time.
+    pub fn time(&self) -> SystemTime {
+        match self {
+            Self::Published(activity) => activity.create_time,
+            Self::Deleted(tombstone) => tombstone.delete_time,
+        }
+    }
+
     /// Its actor.
     pub fn actor(&self) -> &str {
         match self {
