@@ -351,7 +351,7 @@ async fn the_publish_script_also_publishes_the_message_live() {
             .expect("the subscription stays open");
         assert_eq!(RedisBroker::channel_from_pubsub(message.get_channel_name()), Some(key.clone()));
         let publication = RedisBroker::decode_message(key.clone(), message.get_payload_bytes()).expect("decodes");
-        assert_eq!(publication, Publication { channel: key.clone(), position, payload });
+        assert_eq!(publication, Publication::new(key.clone(), position, payload));
     }
 }
 
@@ -446,7 +446,7 @@ async fn publications_reach_a_feed_of_the_bus_in_order() {
         let payload = Bytes::from(format!("payload-{i}"));
         let position = broker.publish(&watched, payload.clone()).await.unwrap();
         broker.publish(&other, Bytes::from_static(b"unwatched")).await.unwrap();
-        expected.push(Publication { channel: watched.clone(), position, payload });
+        expected.push(Publication::new(watched.clone(), position, payload));
     }
     assert_eq!(*sink.delivered.lock().unwrap(), expected);
 

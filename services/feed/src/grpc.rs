@@ -5,14 +5,16 @@
 //! current: two small reads), so a listing never misses an event that was published before
 //! it started; PublishActivity and DeleteActivity also start a catch-up in the background.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use mesh_core::broker::hub::Hub;
-use mesh_core::broker::subscription::{ChannelRequest, SubscriptionSettings, subscribe};
+use mesh_core::broker::subscription::{ChannelRequest, Subscription, SubscriptionSettings, subscribe};
 use mesh_core::broker::{Position, Publication};
 use mesh_core::request_id::RequestId;
+use mesh_core::transport::encoded::{Encoded, SharedEncoding, StreamingRoute};
 use mesh_core::transport::stream::{ContractMessages, ContractStream};
 use mesh_core::transport::{caller, stream as stream_pb};
 use mesh_core::{Error, FieldViolation};
@@ -74,9 +76,47 @@ impl FeedGrpc {
         Self { inner: Arc::new(parts) }
     }
 
-    /// The tonic server of the service, with the message size limits given.
-    pub fn into_server(self, max_decoding: usize, max_encoding: usize) -> FeedServiceServer<Self> {
-        FeedServiceServer::new(self).max_decoding_message_size(max_decoding).max_encoding_message_size(max_encoding)
+    /// The tonic server of the service, with the message size limits given. Subscribe
+    /// sends each publication's response encoded once and shared by every stream
+    /// ([`mesh_core::transport::encoded`]); the other methods are the generated server's.
+    pub fn into_server(self, max_decoding: usize, max_encoding: usize) -> FeedServer {
+        let generated = FeedServiceServer::new(self.clone())
+            .max_decoding_message_size(max_decoding)
+            .max_encoding_message_size(max_encoding);
+        StreamingRoute::new(generated, SUBSCRIBE_PATH, SharedSubscribe(self), max_decoding, max_encoding)
+    }
+
+    /// Checks a Subscribe request and subscribes: the subscription and the messages of its
+    /// stream (which hold the caller's stream slot).
+    async fn open(&self, request: Request<pb::SubscribeRequest>) -> Result<(Subscription, FeedMessages), Status> {
+        let caller = caller(&request)?.clone();
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let mut requests = Vec::with_capacity(request.channels.len());
+        for (index, channel) in request.channels.iter().enumerate() {
+            let feed = FeedName::parse(&channel.channel, &format!("channels[{index}].channel"));
+            let since = stream_pb::last_position(channel.position.as_ref(), &format!("channels[{index}].position"));
+            match (feed, since) {
+                (Ok(feed), Ok(since)) => match feed.channel(&caller.tenant) {
+                    Ok(channel) => requests.push(ChannelRequest { channel, since }),
+                    Err(violation) => violations.push(violation),
+                },
+                (feed, since) => violations.extend(feed.err().into_iter().chain(since.err())),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(invalid(violations));
+        }
+        let slot = self.inner.streams.acquire(&caller.tenant, &caller.user).ok_or_else(|| {
+            Status::from(Error::resource_exhausted(
+                "TOO_MANY_STREAMS",
+                "this caller has the most Subscribe streams allowed open; close one first",
+                std::time::Duration::from_secs(1),
+            ))
+        })?;
+        let subscription =
+            subscribe(&self.inner.hub, requests, &self.inner.subscription).await.map_err(Status::from)?;
+        Ok((subscription, FeedMessages { _slot: slot }))
     }
 
     /// Catches the feeds an event was just appended to up in the background (ListFeed
@@ -238,36 +278,46 @@ impl FeedService for FeedGrpc {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let caller = caller(&request)?.clone();
-        let request = request.into_inner();
-        let mut violations = Vec::new();
-        let mut requests = Vec::with_capacity(request.channels.len());
-        for (index, channel) in request.channels.iter().enumerate() {
-            let feed = FeedName::parse(&channel.channel, &format!("channels[{index}].channel"));
-            let since = stream_pb::last_position(channel.position.as_ref(), &format!("channels[{index}].position"));
-            match (feed, since) {
-                (Ok(feed), Ok(since)) => match feed.channel(&caller.tenant) {
-                    Ok(channel) => requests.push(ChannelRequest { channel, since }),
-                    Err(violation) => violations.push(violation),
-                },
-                (feed, since) => violations.extend(feed.err().into_iter().chain(since.err())),
-            }
-        }
-        if !violations.is_empty() {
-            return Err(invalid(violations));
-        }
-        let slot = self.inner.streams.acquire(&caller.tenant, &caller.user).ok_or_else(|| {
-            Status::from(Error::resource_exhausted(
-                "TOO_MANY_STREAMS",
-                "this caller has the most Subscribe streams allowed open; close one first",
-                std::time::Duration::from_secs(1),
-            ))
-        })?;
-        let subscription =
-            subscribe(&self.inner.hub, requests, &self.inner.subscription).await.map_err(Status::from)?;
-        let messages = FeedMessages { _slot: slot };
+        let (subscription, messages) = self.open(request).await?;
         let stream = ContractStream::new(subscription, messages, self.inner.subscription.heartbeat_interval);
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The Feed service as meshd serves it: the generated server, with Subscribe through
+/// [`SharedSubscribe`].
+pub type FeedServer = StreamingRoute<FeedServiceServer<FeedGrpc>, SharedSubscribe, pb::SubscribeRequest>;
+
+/// The path of Subscribe.
+const SUBSCRIBE_PATH: &str = "/mesh.feed.v1.FeedService/Subscribe";
+
+/// Subscribe with each publication's response encoded once per process and shared by
+/// every stream that sends it.
+#[derive(Clone)]
+pub struct SharedSubscribe(FeedGrpc);
+
+impl std::fmt::Debug for SharedSubscribe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedSubscribe").finish_non_exhaustive()
+    }
+}
+
+/// The encoded responses of a shared Subscribe.
+type EncodedStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send + 'static>>;
+
+impl tonic::server::ServerStreamingService<pb::SubscribeRequest> for SharedSubscribe {
+    type Response = Encoded;
+    type ResponseStream = EncodedStream;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<EncodedStream>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<pb::SubscribeRequest>) -> Self::Future {
+        let feed = self.0.clone();
+        Box::pin(async move {
+            let (subscription, messages) = feed.open(request).await?;
+            let messages = SharedEncoding::new(messages, "mesh.feed.v1.SubscribeResponse");
+            let stream = ContractStream::new(subscription, messages, feed.inner.subscription.heartbeat_interval);
+            Ok(Response::new(Box::pin(stream) as EncodedStream))
+        })
     }
 }
 

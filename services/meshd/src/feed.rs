@@ -5,19 +5,18 @@
 use std::sync::Arc;
 
 use mesh_core::config::{ConfigError, Settings};
-use mesh_feed::grpc::{FeedGrpc, FeedParts};
+use mesh_feed::grpc::{FeedGrpc, FeedParts, FeedServer};
 use mesh_feed::limits::{RateLimiter, StreamSlots};
 use mesh_feed::page_token::PageTokens;
 use mesh_feed::projector::Projector;
 use mesh_feed::store::{
     ActivityStore, MemoryActivityStore, MemoryReadModel, ReadModel, RedisActivityStore, RedisReadModel,
 };
-use mesh_proto::mesh::feed::v1::feed_service_server::FeedServiceServer;
 
 use crate::backbone::Backbone;
 
 /// Builds the Feed service on `backbone`.
-pub fn start(settings: &Settings, backbone: &Backbone) -> Result<FeedServiceServer<FeedGrpc>, ConfigError> {
+pub fn start(settings: &Settings, backbone: &Backbone) -> Result<FeedServer, ConfigError> {
     let feed = &settings.feed;
     let (store, models): (Arc<dyn ActivityStore>, Arc<dyn ReadModel>) = match &backbone.redis {
         Some(pool) => (

@@ -186,11 +186,8 @@ impl MemoryBroker {
             while state.log.len() > size {
                 state.log.pop_front();
             }
-            let publication = Publication {
-                channel: channel.clone(),
-                position: Position { offset: state.last, epoch },
-                payload: payload.clone(),
-            };
+            let publication =
+                Publication::new(channel.clone(), Position { offset: state.last, epoch }, payload.clone());
             // Still under the channel's lock: live deliveries follow offset order.
             self.inner.bus.publish(&publication);
             publication.position
@@ -224,10 +221,12 @@ impl MemoryBroker {
                     .log
                     .iter()
                     .skip(skip)
-                    .map(|(offset, payload)| Publication {
-                        channel: channel.clone(),
-                        position: Position { offset: *offset, epoch: epoch.clone() },
-                        payload: payload.clone(),
+                    .map(|(offset, payload)| {
+                        Publication::new(
+                            channel.clone(),
+                            Position { offset: *offset, epoch: epoch.clone() },
+                            payload.clone(),
+                        )
                     })
                     .collect(),
             )

@@ -94,7 +94,57 @@ pub struct Publication {
     pub position: Position,
     /// The payload, shared (cloning `Bytes` does not copy).
     pub payload: Bytes,
+    /// The response the streams of this process send for it, encoded by the first of them.
+    pub response: SharedResponse,
 }
+
+impl Publication {
+    /// A publication of `payload` at `position` of `channel`.
+    pub fn new(channel: ChannelKey, position: Position, payload: Bytes) -> Self {
+        Self { channel, position, payload, response: SharedResponse::default() }
+    }
+}
+
+/// The encoded response message of one kind of streaming RPC for a publication, and
+/// whether the stream ends after it, kept with the publication: the hub hands one
+/// publication to every local subscriber, so the first stream that sends it encodes it and
+/// every other stream sends the same bytes (see [`crate::transport::encoded`]). It never
+/// takes part in comparisons.
+#[derive(Clone, Default)]
+pub struct SharedResponse(std::sync::OnceLock<(&'static str, Bytes, bool)>);
+
+impl SharedResponse {
+    /// The bytes (and last-message flag) kept for response kind `kind` (the message's full
+    /// protobuf name), made by `encode` for the first caller. A caller of another kind gets
+    /// its own encoding, not kept.
+    pub fn get_or_encode<E>(
+        &self,
+        kind: &'static str,
+        encode: impl FnOnce() -> Result<(Bytes, bool), E>,
+    ) -> Result<(Bytes, bool), E> {
+        if let Some((kept, bytes, last)) = self.0.get() {
+            return if *kept == kind { Ok((bytes.clone(), *last)) } else { encode() };
+        }
+        let (bytes, last) = encode()?;
+        // Two streams may race to encode: both results are equal, the first is kept.
+        let _ = self.0.set((kind, bytes.clone(), last));
+        Ok((bytes, last))
+    }
+}
+
+impl std::fmt::Debug for SharedResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "SharedResponse(encoded)" } else { "SharedResponse(empty)" })
+    }
+}
+
+impl PartialEq for SharedResponse {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SharedResponse {}
 
 /// What `history` can say about the publications after a position.
 #[derive(Debug, Clone, PartialEq, Eq)]

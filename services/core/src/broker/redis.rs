@@ -188,7 +188,7 @@ impl RedisBroker {
         }
         let offset = std::str::from_utf8(offset).ok()?.parse().ok()?;
         let epoch = Epoch(std::sync::Arc::from(std::str::from_utf8(epoch).ok()?));
-        Some(Publication { channel, position: Position { offset, epoch }, payload: Bytes::copy_from_slice(payload) })
+        Some(Publication::new(channel, Position { offset, epoch }, Bytes::copy_from_slice(payload)))
     }
 
     /// The meta hash of `channel`.
@@ -254,11 +254,11 @@ impl RedisBroker {
         while let Some(id) = reply.next() {
             let payload = reply.next().ok_or_else(|| malformed("a history entry without payload"))?;
             let offset = entry_offset(&id).ok_or_else(|| malformed("a history entry id"))?;
-            publications.push(Publication {
-                channel: channel.clone(),
-                position: Position { offset, epoch: since.epoch.clone() },
-                payload: Bytes::from(payload),
-            });
+            publications.push(Publication::new(
+                channel.clone(),
+                Position { offset, epoch: since.epoch.clone() },
+                Bytes::from(payload),
+            ));
         }
         Ok(History::Recovered(publications))
     }

@@ -6,6 +6,7 @@
 //! - [`rpc_layer`]: the per-RPC tracing span and the ending of open streams at shutdown.
 
 pub mod auth_layer;
+pub mod encoded;
 pub mod rpc_layer;
 pub mod status;
 pub mod stream;
