@@ -333,6 +333,24 @@ async fn each_group_receives_every_job_and_a_retry_goes_to_the_failing_group_onl
     }
 }
 
+async fn a_created_group_receives_the_jobs_another_group_acked_before_its_first_claim(backend: Backend) {
+    let jobs = backend.queue(|_| {});
+    let queue = queue_name();
+    jobs.create_group(&queue, "archive").await.unwrap();
+    jobs.create_group(&queue, "archive").await.unwrap();
+    jobs.create_group(&queue, "projector").await.unwrap();
+    let ids = [JobId::random(), JobId::random()];
+    for id in &ids {
+        jobs.enqueue(&queue, id, Bytes::from_static(b"event")).await.unwrap();
+    }
+    let projected = jobs.claim(&queue, "projector", "c1", 10, Duration::ZERO).await.unwrap();
+    jobs.ack_all(&projected).await.unwrap();
+    let archived = jobs.claim(&queue, "archive", "c1", 10, Duration::ZERO).await.unwrap();
+    let archived: Vec<JobId> = archived.into_iter().map(|delivery| delivery.job.id).collect();
+    assert_eq!(archived, ids, "nothing was trimmed while the archive group still needed it");
+    assert!(matches!(jobs.create_group(&queue, "bad group").await, Err(JobError::InvalidName { .. })));
+}
+
 async fn a_job_whose_consumers_keep_dying_is_dead_lettered_after_its_last_attempt(backend: Backend) {
     let jobs = backend.queue(|settings| {
         settings.max_attempts = 2;
@@ -657,4 +675,14 @@ async fn memory_thousands_of_deliveries_are_acked_in_one_call() {
 #[tokio::test]
 async fn redis_thousands_of_deliveries_are_acked_in_one_call() {
     thousands_of_deliveries_are_acked_in_one_call(Backend::redis().await).await;
+}
+
+#[tokio::test]
+async fn memory_a_created_group_receives_the_jobs_another_group_acked_before_its_first_claim() {
+    a_created_group_receives_the_jobs_another_group_acked_before_its_first_claim(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn redis_a_created_group_receives_the_jobs_another_group_acked_before_its_first_claim() {
+    a_created_group_receives_the_jobs_another_group_acked_before_its_first_claim(Backend::redis().await).await;
 }

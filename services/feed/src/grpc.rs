@@ -3,7 +3,8 @@
 //!
 //! ListFeed first catches the feed's read model up with its channel (cheap when it is
 //! current: two small reads), so a listing never misses an event that was published before
-//! it started; PublishActivity and DeleteActivity also start a catch-up in the background.
+//! it started; the read-model consumers of the feed jobs ([`crate::projection`]) keep the
+//! models current meanwhile.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -118,21 +119,6 @@ impl FeedGrpc {
             subscribe(&self.inner.hub, requests, &self.inner.subscription).await.map_err(Status::from)?;
         Ok((subscription, FeedMessages { _slot: slot }))
     }
-
-    /// Catches the feeds an event was just appended to up in the background (ListFeed
-    /// would do it anyway).
-    fn project_soon(&self, tenant: &str, positions: &[(FeedName, Position)]) {
-        let projector = self.inner.projector.clone();
-        let tenant = tenant.to_owned();
-        let feeds: Vec<FeedName> = positions.iter().map(|(feed, _)| feed.clone()).collect();
-        tokio::spawn(async move {
-            for feed in feeds {
-                if let Err(error) = projector.catch_up(&tenant, &feed).await {
-                    tracing::debug!(%error, %feed, "background projection failed; ListFeed catches up");
-                }
-            }
-        });
-    }
 }
 
 fn status(error: FeedError) -> Status {
@@ -196,7 +182,6 @@ impl FeedService for FeedGrpc {
         }
         let activity = Activity::new(ActivityId::generate(), &caller.tenant, &caller.user, new, SystemTime::now());
         let published = self.inner.store.publish(activity, request_id.as_ref()).await.map_err(status)?;
-        self.project_soon(&caller.tenant, &published.positions);
         Ok(Response::new(pb::PublishActivityResponse {
             activity: Some(activity_pb(&published.activity)),
             positions: positions_pb(&published.positions),
@@ -212,7 +197,6 @@ impl FeedService for FeedGrpc {
         let deleter = Deleter { user: &caller.user, admin: caller.has_scope(ADMIN) };
         let positions =
             self.inner.store.delete(&caller.tenant, &id, deleter, SystemTime::now()).await.map_err(status)?;
-        self.project_soon(&caller.tenant, &positions);
         Ok(Response::new(pb::DeleteActivityResponse { positions: positions_pb(&positions) }))
     }
 
@@ -269,6 +253,27 @@ impl FeedService for FeedGrpc {
             activities: activities.iter().map(activity_pb).collect(),
             next_page_token,
             position: page.watermark.as_ref().map(stream_pb::position),
+        }))
+    }
+
+    async fn rebuild_feeds(
+        &self,
+        request: Request<pb::RebuildFeedsRequest>,
+    ) -> Result<Response<pb::RebuildFeedsResponse>, Status> {
+        let caller = caller(&request)?.clone();
+        if request.get_ref().tenant_id.is_empty() {
+            return Err(invalid(vec![FieldViolation::new("tenant_id", "required: the caller's own tenant")]));
+        }
+        if !caller.has_scope(ADMIN) || request.get_ref().tenant_id != caller.tenant {
+            return Err(status(FeedError::PermissionDenied(
+                "rebuilding read models takes the admin scope, for the caller's own tenant",
+            )));
+        }
+        let rebuilt = self.inner.projector.rebuild(&caller.tenant).await.map_err(status)?;
+        tracing::info!(tenant = %caller.tenant, feeds = rebuilt.feeds, entries = rebuilt.entries, "feed read models rebuilt");
+        Ok(Response::new(pb::RebuildFeedsResponse {
+            feeds: i32::try_from(rebuilt.feeds).unwrap_or(i32::MAX),
+            entries: i64::try_from(rebuilt.entries).unwrap_or(i64::MAX),
         }))
     }
 

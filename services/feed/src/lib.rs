@@ -17,6 +17,7 @@ pub mod domain;
 pub mod grpc;
 pub mod limits;
 pub mod page_token;
+pub mod projection;
 pub mod projector;
 pub mod store;
 

@@ -6,17 +6,21 @@
 //!
 //! A feed that was never projected (or was flushed) is built from the newest events its
 //! channel's history holds. When the history expired while the feed was idle (a new epoch),
-//! the model keeps its entries and goes on with the new epoch. Only when the model fell
-//! further behind than history reaches is it rebuilt from the newest events (a rebuild from
-//! the durable archive, which holds every event, replaces this once the archive lands).
+//! the model keeps its entries and goes on with the new epoch. When the model fell further
+//! behind than history reaches, it is rebuilt from the durable archive (which holds every
+//! event) and caught up from there; only if the archive does not reach history either
+//! (it lags behind it) is it built from the newest events of history.
+//!
+//! [`Projector::rebuild`] (`meshctl feed rebuild`) rebuilds every feed of a tenant from the
+//! archive, then catches each up with its channel.
 
 use std::sync::Arc;
 
 use mesh_core::broker::{Broker, BrokerError, History, Position, Unrecoverable};
 
-use crate::domain::{FeedError, FeedEvent, FeedName};
-use crate::store::ReadModel;
+use crate::domain::{ActivityId, FeedError, FeedEvent, FeedName};
 use crate::store::read_model::Change;
+use crate::store::{FeedArchive, ReadModel};
 
 /// Rounds of compare-and-set a catch-up tries before it reports the contention.
 const MAX_ROUNDS: usize = 64;
@@ -25,6 +29,7 @@ const MAX_ROUNDS: usize = 64;
 pub struct Projector {
     broker: Arc<dyn Broker>,
     models: Arc<dyn ReadModel>,
+    archive: Arc<dyn FeedArchive>,
     /// Most events read from history at once (at most the broker's history size).
     batch: usize,
 }
@@ -40,9 +45,70 @@ fn broker_error(error: BrokerError) -> FeedError {
 }
 
 impl Projector {
-    /// A projector of `models` from `broker`'s channels, reading up to `batch` events at once.
-    pub fn new(broker: Arc<dyn Broker>, models: Arc<dyn ReadModel>, batch: usize) -> Self {
-        Self { broker, models, batch: batch.max(1) }
+    /// A projector of `models` from `broker`'s channels, reading up to `batch` events at
+    /// once, and rebuilding from `archive`.
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        models: Arc<dyn ReadModel>,
+        archive: Arc<dyn FeedArchive>,
+        batch: usize,
+    ) -> Self {
+        Self { broker, models, archive, batch: batch.max(1) }
+    }
+
+    /// Rebuilds every feed of `tenant` that has archived events from the archive, then
+    /// catches each up with its channel (the events the archive does not hold yet). Safe
+    /// while events are published and projected. Returns the feeds rebuilt and the entries
+    /// they hold.
+    pub async fn rebuild(&self, tenant: &str) -> Result<Rebuilt, FeedError> {
+        let mut rebuilt = Rebuilt::default();
+        for feed in self.archive.feeds(tenant).await? {
+            if let Some((changes, to)) = self.archived_entries(tenant, &feed).await? {
+                self.reset(tenant, &feed, &changes, &to).await?;
+            }
+            self.catch_up(tenant, &feed).await?;
+            rebuilt.feeds += 1;
+            rebuilt.entries += self.models.page(tenant, &feed, None, feed.capacity()).await?.entries.len();
+        }
+        Ok(rebuilt)
+    }
+
+    /// Replaces the feed's entries with `changes` and its watermark with `to`, whatever
+    /// it was (a concurrent projector's move is retried over).
+    async fn reset(&self, tenant: &str, feed: &FeedName, changes: &[Change], to: &Position) -> Result<(), FeedError> {
+        for _ in 0..MAX_ROUNDS {
+            let watermark = self.models.watermark(tenant, feed).await?;
+            if self.models.apply(tenant, feed, watermark.as_ref(), true, changes, to).await? {
+                return Ok(());
+            }
+        }
+        Err(FeedError::Unavailable(format!("feed {feed} of {tenant}: read model under contention, retry")))
+    }
+
+    /// The feed's entries (oldest first) as projecting its archived events leaves them, and the position
+    /// of its last archived event in the feed; `None` when nothing is archived.
+    async fn archived_entries(&self, tenant: &str, feed: &FeedName) -> Result<Option<(Vec<Change>, Position)>, FeedError> {
+        let events = self.archive.events(tenant, feed).await?;
+        let Some(to) =
+            events.last().and_then(|last| last.positions.iter().find(|(of, _)| of == feed)).map(|(_, at)| at.clone())
+        else {
+            return Ok(None);
+        };
+        // What projecting every event in order leaves: adds trimmed to the capacity on
+        // write, tombstones removing their entry if it is still there.
+        let mut entries: std::collections::VecDeque<&ActivityId> = std::collections::VecDeque::new();
+        for archived in &events {
+            match &archived.event {
+                FeedEvent::Published(activity) => {
+                    entries.push_back(&activity.id);
+                    if entries.len() > feed.capacity() {
+                        entries.pop_front();
+                    }
+                }
+                FeedEvent::Deleted(tombstone) => entries.retain(|id| **id != tombstone.id),
+            }
+        }
+        Ok(Some((entries.into_iter().map(|id| Change::Add { id: id.clone() }).collect(), to)))
     }
 
     /// Applies every event of `feed` in `tenant` not yet in its read model; returns the
@@ -52,6 +118,7 @@ impl Projector {
         // Done once the model reaches the channel's head as it was when the call started:
         // whoever applies the events (this call or a concurrent one).
         let target = self.broker.position(&channel).await.map_err(broker_error)?;
+        let mut archive_tried = false;
         for _ in 0..MAX_ROUNDS {
             let watermark = self.models.watermark(tenant, feed).await?;
             if watermark.as_ref().is_some_and(|watermark| target.is_at_or_before(watermark)) {
@@ -82,9 +149,18 @@ impl Projector {
                         // The channel moved on while we read: read again.
                         continue;
                     }
-                    // The model fell further behind than history reaches: start over from
-                    // the newest events (a rebuild from the archive replaces this later).
-                    tracing::warn!(%channel, ?why, "feed read model behind its history: rebuilding from the newest events");
+                    // The model fell further behind than history reaches: rebuild it from the
+                    // archive and catch up from there, once.
+                    if !std::mem::replace(&mut archive_tried, true)
+                        && let Some((changes, to)) = self.archived_entries(tenant, feed).await?
+                    {
+                        tracing::warn!(%channel, ?why, "feed read model behind its history: rebuilding from the archive");
+                        self.models.apply(tenant, feed, watermark.as_ref(), true, &changes, &to).await?;
+                        continue;
+                    }
+                    // The archive does not reach history either: start over from the newest
+                    // events.
+                    tracing::warn!(%channel, ?why, "feed read model behind its history and the archive: rebuilding from the newest events");
                     let since = self.newest(feed, &head);
                     if let History::Recovered(events) =
                         self.broker.history(&channel, &since, self.batch).await.map_err(broker_error)?
@@ -111,6 +187,15 @@ impl Projector {
         let reach = feed.capacity().min(self.batch - self.batch / 10).max(1) as u64;
         Position { offset: head.offset.saturating_sub(reach), epoch: head.epoch.clone() }
     }
+}
+
+/// What [`Projector::rebuild`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Feeds rebuilt.
+    pub feeds: usize,
+    /// Entries they hold now.
+    pub entries: usize,
 }
 
 fn changes(events: &[mesh_core::broker::Publication]) -> Result<Vec<Change>, FeedError> {

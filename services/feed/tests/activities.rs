@@ -3,35 +3,65 @@
 //! and a `redis-server` the test starts). The feed log is read back through the broker.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use mesh_core::backend::redis_pool;
 use mesh_core::broker::memory::MemoryBroker;
 use mesh_core::broker::redis::RedisBroker;
 use mesh_core::broker::{Broker, History, HistorySettings, Position};
 use mesh_core::config::RedisSettings;
+use mesh_core::jobs::{JobQueue, JobQueueSettings, MemoryJobQueue, RedisJobQueue};
 use mesh_core::request_id::RequestId;
 use mesh_feed::domain::{Activity, ActivityId, FeedError, FeedEvent, FeedName, NewActivity};
-use mesh_feed::store::{ActivityStore, Deleter, MemoryActivityStore, RedisActivityStore};
+use mesh_feed::projection::{ARCHIVE_GROUP, FeedJob, READ_MODELS_GROUP, create_groups, feed_queue};
+use mesh_feed::store::{ActivityStore, ArchivedEvent, Deleter, MemoryActivityStore, RedisActivityStore};
 use mesh_testkit::RedisServer;
 
 struct Fixture {
     store: Arc<dyn ActivityStore>,
     broker: Arc<dyn Broker>,
+    jobs: Arc<dyn JobQueue>,
     _server: Option<RedisServer>,
 }
 
 impl Fixture {
+    /// The fixture, with the feed queue's consumer groups created (as meshd does).
     async fn start(redis: bool) -> Self {
+        let fixture = Self::build(redis).await;
+        create_groups(&*fixture.jobs).await.unwrap();
+        fixture
+    }
+
+    async fn build(redis: bool) -> Self {
         let history = HistorySettings::default();
         if !redis {
             let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(history));
-            return Self { store: Arc::new(MemoryActivityStore::new(broker.clone())), broker, _server: None };
+            let jobs: Arc<dyn JobQueue> = Arc::new(MemoryJobQueue::new(JobQueueSettings::default()));
+            let store = Arc::new(MemoryActivityStore::new(broker.clone(), jobs.clone()));
+            return Self { store, broker, jobs, _server: None };
         }
         let server = RedisServer::start().await.expect("redis-server starts");
         let pool = redis_pool(&server.url(), &RedisSettings::default()).expect("a valid redis url");
         let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new(pool.clone(), history));
-        Self { store: Arc::new(RedisActivityStore::new(pool, history)), broker, _server: Some(server) }
+        let jobs: Arc<dyn JobQueue> = Arc::new(RedisJobQueue::new(pool.clone(), JobQueueSettings::default()));
+        Self { store: Arc::new(RedisActivityStore::new(pool, history)), broker, jobs, _server: Some(server) }
+    }
+
+    /// Every feed job waiting for `group`, decoded, acknowledged.
+    async fn jobs(&self, group: &str) -> Vec<(String, FeedJob)> {
+        let mut found = Vec::new();
+        loop {
+            let claimed = self.jobs.claim(&feed_queue(), group, "test", 100, Duration::ZERO).await.unwrap();
+            if claimed.is_empty() {
+                return found;
+            }
+            self.jobs.ack_all(&claimed).await.unwrap();
+            found.extend(
+                claimed
+                    .iter()
+                    .map(|delivery| (delivery.job.id.to_string(), FeedJob::decode(&delivery.job.payload).unwrap())),
+            );
+        }
     }
 
     /// The events of `feed` in `tenant` after `since` (everything when `None`).
@@ -60,7 +90,39 @@ mesh_testkit::conformance!(
     deleting_removes_the_record_and_appends_a_tombstone_to_both_feeds,
     only_the_actor_or_an_admin_deletes_and_tenants_never_meet,
     get_many_returns_the_stored_ones_in_order,
+    every_write_enqueues_its_job_with_its_event_and_positions_once,
 );
+
+async fn every_write_enqueues_its_job_with_its_event_and_positions_once(fixture: Fixture) {
+    let request = RequestId::parse("3f2b8c1e-9d4a-4e7b-8c21-5a6f0b9d7e13", "request_id").unwrap();
+    let published = fixture.store.publish(activity("acme", "alice", "post"), request.as_ref()).await.unwrap();
+    let retried = fixture.store.publish(activity("acme", "alice", "post"), request.as_ref()).await.unwrap();
+    assert_eq!(retried, published);
+    let deleted = fixture
+        .store
+        .delete("acme", &published.activity.id, Deleter { user: "alice", admin: false }, SystemTime::now())
+        .await
+        .unwrap();
+    let tombstone = fixture.events("acme", &FeedName::Global, None).await.pop().unwrap().1;
+
+    let published_event = FeedEvent::Published(published.activity.clone());
+    let expected = vec![
+        (
+            published_event.event_id(),
+            FeedJob {
+                tenant: "acme".into(),
+                archived: ArchivedEvent { event: published_event, positions: published.positions.clone() },
+            },
+        ),
+        (
+            tombstone.event_id(),
+            FeedJob { tenant: "acme".into(), archived: ArchivedEvent { event: tombstone, positions: deleted } },
+        ),
+    ];
+    // One job per write (the retry enqueued none), in write order, for each group.
+    assert_eq!(fixture.jobs(READ_MODELS_GROUP).await, expected);
+    assert_eq!(fixture.jobs(ARCHIVE_GROUP).await, expected);
+}
 
 async fn a_published_activity_is_stored_and_appended_to_global_and_its_actor_feed(fixture: Fixture) {
     let first = fixture.store.publish(activity("acme", "alice", "post"), None).await.unwrap();

@@ -3,18 +3,21 @@
 //! [`RedisReadModel`] with the Redis ones (on a `redis-server` the test starts).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use mesh_core::backend::{RedisPool, redis_pool};
 use mesh_core::broker::memory::MemoryBroker;
 use mesh_core::broker::redis::RedisBroker;
 use mesh_core::broker::{Broker, Epoch, HistorySettings, Position};
 use mesh_core::config::RedisSettings;
+use mesh_core::jobs::{Job, JobQueue, JobQueueSettings, MemoryJobQueue, RedisJobQueue};
 use mesh_feed::domain::{Activity, ActivityId, FeedName, NewActivity};
-use mesh_feed::projector::Projector;
+use mesh_feed::projection::{self, ARCHIVE_GROUP, READ_MODELS_GROUP, create_groups, feed_queue};
+use mesh_feed::projector::{Projector, Rebuilt};
 use mesh_feed::store::read_model::Change;
 use mesh_feed::store::{
-    ActivityStore, Deleter, MemoryActivityStore, MemoryReadModel, ReadModel, RedisActivityStore, RedisReadModel,
+    ActivityStore, Deleter, FeedArchive, MemoryActivityStore, MemoryFeedArchive, MemoryReadModel, ReadModel,
+    RedisActivityStore, RedisFeedArchive, RedisReadModel,
 };
 use mesh_testkit::RedisServer;
 
@@ -22,19 +25,31 @@ struct Fixture {
     store: Arc<dyn ActivityStore>,
     models: Arc<dyn ReadModel>,
     broker: Arc<dyn Broker>,
+    jobs: Arc<dyn JobQueue>,
+    archive: Arc<dyn FeedArchive>,
     pool: Option<RedisPool>,
     _server: Option<RedisServer>,
 }
 
 impl Fixture {
+    /// The fixture, with the feed queue's consumer groups created (as meshd does).
     async fn start(redis: bool) -> Self {
+        let fixture = Self::build(redis).await;
+        create_groups(&*fixture.jobs).await.unwrap();
+        fixture
+    }
+
+    async fn build(redis: bool) -> Self {
         let history = HistorySettings { size: 2000, ..HistorySettings::default() };
         if !redis {
             let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(history));
+            let jobs: Arc<dyn JobQueue> = Arc::new(MemoryJobQueue::new(JobQueueSettings::default()));
             return Self {
-                store: Arc::new(MemoryActivityStore::new(broker.clone())),
+                store: Arc::new(MemoryActivityStore::new(broker.clone(), jobs.clone())),
                 models: Arc::new(MemoryReadModel::default()),
                 broker,
+                jobs,
+                archive: Arc::new(MemoryFeedArchive::default()),
                 pool: None,
                 _server: None,
             };
@@ -46,13 +61,37 @@ impl Fixture {
             store: Arc::new(RedisActivityStore::new(pool.clone(), history)),
             models: Arc::new(RedisReadModel::new(pool.clone())),
             broker: Arc::new(RedisBroker::new(pool.clone(), history)),
+            jobs: Arc::new(RedisJobQueue::new(pool.clone(), JobQueueSettings::default())),
+            archive: Arc::new(RedisFeedArchive::new(pool.clone())),
             pool: Some(pool),
             _server: Some(server),
         }
     }
 
     fn projector(&self) -> Projector {
-        Projector::new(self.broker.clone(), self.models.clone(), 2000)
+        self.projector_of(self.broker.clone(), self.models.clone(), 2000)
+    }
+
+    fn projector_of(&self, broker: Arc<dyn Broker>, models: Arc<dyn ReadModel>, batch: usize) -> Projector {
+        Projector::new(broker, models, self.archive.clone(), batch)
+    }
+
+    /// The feed jobs waiting for `group`, claimed (not acknowledged).
+    async fn claim(&self, group: &str) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        loop {
+            let claimed = self.jobs.claim(&feed_queue(), group, "test", 500, Duration::ZERO).await.unwrap();
+            if claimed.is_empty() {
+                return jobs;
+            }
+            jobs.extend(claimed.into_iter().map(|delivery| delivery.job));
+        }
+    }
+
+    /// Runs the archive consumer over every job waiting for it.
+    async fn archive_all(&self) {
+        let jobs = self.claim(ARCHIVE_GROUP).await;
+        assert!(projection::archive(&*self.archive, jobs).await.iter().all(Result::is_ok));
     }
 
     /// Fresh, empty read models over the same data (what flushing them leaves).
@@ -104,6 +143,9 @@ mesh_testkit::conformance!(
     catching_up_while_activities_are_published_loses_none,
     a_feed_whose_history_expired_keeps_its_entries_and_goes_on,
     a_build_while_publishing_past_the_batch_never_leaves_the_feed_empty,
+    the_read_model_consumer_projects_each_job_and_a_job_twice_changes_nothing,
+    flushed_read_models_rebuild_from_the_archive_identically,
+    a_feed_behind_its_history_is_rebuilt_from_the_archive,
 );
 
 async fn apply_is_a_compare_and_set_on_the_watermark_and_trims_to_capacity(fixture: Fixture) {
@@ -187,7 +229,7 @@ async fn flushed_read_models_rebuild_identically(fixture: Fixture) {
         before.push(fixture.list(fixture.models.as_ref(), "acme", feed, 25).await);
     }
     let models = fixture.flushed().await;
-    let rebuilt = Projector::new(fixture.broker.clone(), models.clone(), 2000);
+    let rebuilt = fixture.projector_of(fixture.broker.clone(), models.clone(), 2000);
     for (feed, before) in feeds.iter().zip(before) {
         rebuilt.catch_up("acme", feed).await.unwrap();
         assert_eq!(fixture.list(models.as_ref(), "acme", feed, 25).await, before, "{feed}");
@@ -236,7 +278,7 @@ async fn a_feed_whose_history_expired_keeps_its_entries_and_goes_on(fixture: Fix
     let (store, broker): (Arc<dyn ActivityStore>, Arc<dyn Broker>) = match &fixture.pool {
         None => {
             let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(HistorySettings::default()));
-            (Arc::new(MemoryActivityStore::new(broker.clone())), broker)
+            (Arc::new(MemoryActivityStore::new(broker.clone(), fixture.jobs.clone())), broker)
         }
         Some(pool) => {
             let mut connection = pool.get().await.unwrap();
@@ -252,7 +294,7 @@ async fn a_feed_whose_history_expired_keeps_its_entries_and_goes_on(fixture: Fix
         let activity = Activity::new(ActivityId::generate(), "acme", "alice", new, SystemTime::now());
         after.push(store.publish(activity, None).await.unwrap().activity.id);
     }
-    Projector::new(broker, fixture.models.clone(), 2000).catch_up("acme", &FeedName::Global).await.unwrap();
+    fixture.projector_of(broker, fixture.models.clone(), 2000).catch_up("acme", &FeedName::Global).await.unwrap();
     let expected: Vec<ActivityId> = after.into_iter().rev().chain(before.into_iter().rev()).collect();
     assert_eq!(fixture.list(fixture.models.as_ref(), "acme", &FeedName::Global, 2).await, expected);
 }
@@ -273,7 +315,7 @@ async fn a_build_while_publishing_past_the_batch_never_leaves_the_feed_empty(fix
         })
     };
     // A projector whose batch equals the global feed's capacity, on an empty model.
-    let projector = Projector::new(fixture.broker.clone(), fixture.models.clone(), 1000);
+    let projector = fixture.projector_of(fixture.broker.clone(), fixture.models.clone(), 1000);
     for _ in 0..20 {
         projector.catch_up("acme", &FeedName::Global).await.unwrap();
         let listed = fixture.models.page("acme", &FeedName::Global, None, 1000).await.unwrap();
@@ -283,4 +325,97 @@ async fn a_build_while_publishing_past_the_batch_never_leaves_the_feed_empty(fix
     projector.catch_up("acme", &FeedName::Global).await.unwrap();
     let newest = fixture.models.page("acme", &FeedName::Global, None, 1).await.unwrap();
     assert_eq!(newest.entries[0].1, last);
+}
+
+async fn the_read_model_consumer_projects_each_job_and_a_job_twice_changes_nothing(fixture: Fixture) {
+    let mut published = Vec::new();
+    for i in 0..30 {
+        published.push(fixture.publish("acme", if i % 2 == 0 { "alice" } else { "bob" }).await.id);
+    }
+    let gone = published.remove(4);
+    fixture.store.delete("acme", &gone, Deleter { user: "alice", admin: true }, SystemTime::now()).await.unwrap();
+    let jobs = fixture.claim(READ_MODELS_GROUP).await;
+    assert_eq!(jobs.len(), 31);
+    let projector = fixture.projector();
+    assert!(projection::project(&projector, jobs.clone()).await.iter().all(Result::is_ok));
+    published.reverse();
+    let global = fixture.list(fixture.models.as_ref(), "acme", &FeedName::Global, 7).await;
+    assert_eq!(global, published);
+    let alice = fixture.list(fixture.models.as_ref(), "acme", &FeedName::actor("alice"), 7).await;
+    assert_eq!(alice.len(), 14);
+    // The same jobs again, and in reverse order: nothing changes.
+    assert!(projection::project(&projector, jobs.iter().rev().cloned().collect()).await.iter().all(Result::is_ok));
+    assert_eq!(fixture.list(fixture.models.as_ref(), "acme", &FeedName::Global, 7).await, global);
+    assert_eq!(fixture.list(fixture.models.as_ref(), "acme", &FeedName::actor("alice"), 7).await, alice);
+}
+
+async fn flushed_read_models_rebuild_from_the_archive_identically(fixture: Fixture) {
+    let feeds = [FeedName::Global, FeedName::actor("alice"), FeedName::actor("bob"), FeedName::actor("carol")];
+    let projector = fixture.projector();
+    let catch_up = || async {
+        for feed in &feeds {
+            projector.catch_up("acme", feed).await.unwrap();
+        }
+    };
+    // Projected as it goes, as the read-model consumer does: trimmed on write, then the
+    // tombstones leave holes.
+    let mut ids = Vec::new();
+    for i in 0..1500 {
+        ids.push(fixture.publish("acme", ["alice", "bob", "carol"][i % 3]).await.id);
+        if i % 50 == 49 {
+            catch_up().await;
+        }
+    }
+    for id in ids.iter().rev().step_by(7).take(30) {
+        fixture.store.delete("acme", id, Deleter { user: "x", admin: true }, SystemTime::now()).await.unwrap();
+    }
+    fixture.publish("other", "alice").await;
+    fixture.archive_all().await;
+    catch_up().await;
+    let mut before = Vec::new();
+    for feed in &feeds {
+        before.push(fixture.list(fixture.models.as_ref(), "acme", feed, 64).await);
+    }
+    assert_eq!(before[0].len(), 970);
+
+    let models = fixture.flushed().await;
+    let rebuilt = fixture.projector_of(fixture.broker.clone(), models.clone(), 2000).rebuild("acme").await.unwrap();
+    assert_eq!(rebuilt, Rebuilt { feeds: 4, entries: 970 + 3 * 100 - 30 });
+    for (feed, before) in feeds.iter().zip(before) {
+        assert_eq!(fixture.list(models.as_ref(), "acme", feed, 64).await, before, "{feed}");
+    }
+    assert!(fixture.list(models.as_ref(), "other", &FeedName::Global, 64).await.is_empty(), "per tenant");
+}
+
+async fn a_feed_behind_its_history_is_rebuilt_from_the_archive(fixture: Fixture) {
+    // A broker (and store) keeping only the newest 50 events of a channel.
+    let short = HistorySettings { size: 50, ..HistorySettings::default() };
+    let (store, broker): (Arc<dyn ActivityStore>, Arc<dyn Broker>) = match &fixture.pool {
+        None => {
+            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(short));
+            (Arc::new(MemoryActivityStore::new(broker.clone(), fixture.jobs.clone())), broker)
+        }
+        Some(pool) => {
+            (Arc::new(RedisActivityStore::new(pool.clone(), short)), Arc::new(RedisBroker::new(pool.clone(), short)))
+        }
+    };
+    let publish = |store: Arc<dyn ActivityStore>| async move {
+        let new = NewActivity::parse("post", Some(("post", "1")), "", []).unwrap();
+        let activity = Activity::new(ActivityId::generate(), "acme", "alice", new, SystemTime::now());
+        store.publish(activity, None).await.unwrap().activity.id
+    };
+    let projector = fixture.projector_of(broker, fixture.models.clone(), 50);
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(publish(store.clone()).await);
+    }
+    projector.catch_up("acme", &FeedName::Global).await.unwrap();
+    // 290 more while the model stands still: history no longer reaches its watermark.
+    for _ in 0..290 {
+        ids.push(publish(store.clone()).await);
+    }
+    fixture.archive_all().await;
+    projector.catch_up("acme", &FeedName::Global).await.unwrap();
+    ids.reverse();
+    assert_eq!(fixture.list(fixture.models.as_ref(), "acme", &FeedName::Global, 64).await, ids);
 }

@@ -181,7 +181,7 @@ impl App {
             routes.add_service(session);
         }
         if selected("feed") {
-            routes.add_service(crate::feed::start(&self.settings, &backbone)?);
+            routes.add_service(crate::feed::start(&self.settings, &backbone, &mut tasks, &background)?);
         }
         if server_settings.reflection {
             add_reflection(&mut routes, &self.grpc_service_names(), &server_settings)?;

@@ -1,6 +1,7 @@
-//! Wiring of the Feed service: activity records and read models in Redis when the backbone
-//! is (else in memory), the projector on the backbone's broker, the per-caller limits and
-//! the page-token key from `[feed]`.
+//! Wiring of the Feed service: activity records, read models and the event archive in Redis
+//! when the backbone is (else in memory), the projector on the backbone's broker, the
+//! consumers of the feed jobs (read models and archive) as background tasks, the per-caller
+//! limits and the page-token key from `[feed]`.
 
 use std::sync::Arc;
 
@@ -8,23 +9,45 @@ use mesh_core::config::{ConfigError, Settings};
 use mesh_feed::grpc::{FeedGrpc, FeedParts, FeedServer};
 use mesh_feed::limits::{RateLimiter, StreamSlots};
 use mesh_feed::page_token::PageTokens;
+use mesh_feed::projection::FeedWorkers;
 use mesh_feed::projector::Projector;
 use mesh_feed::store::{
-    ActivityStore, MemoryActivityStore, MemoryReadModel, ReadModel, RedisActivityStore, RedisReadModel,
+    ActivityStore, FeedArchive, MemoryActivityStore, MemoryFeedArchive, MemoryReadModel, ReadModel, RedisActivityStore,
+    RedisFeedArchive, RedisReadModel,
 };
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::backbone::Backbone;
 
-/// Builds the Feed service on `backbone`.
-pub fn start(settings: &Settings, backbone: &Backbone) -> Result<FeedServer, ConfigError> {
+/// The stores of the Feed service.
+type Stores = (Arc<dyn ActivityStore>, Arc<dyn ReadModel>, Arc<dyn FeedArchive>);
+
+/// Builds the Feed service on `backbone`; its job consumers run in `tasks` until `stop`.
+pub fn start(
+    settings: &Settings,
+    backbone: &Backbone,
+    tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+) -> Result<FeedServer, ConfigError> {
     let feed = &settings.feed;
-    let (store, models): (Arc<dyn ActivityStore>, Arc<dyn ReadModel>) = match &backbone.redis {
+    let (store, models, archive): Stores = match &backbone.redis {
         Some(pool) => (
             Arc::new(RedisActivityStore::new(pool.clone(), backbone.history)),
             Arc::new(RedisReadModel::new(pool.clone())),
+            Arc::new(RedisFeedArchive::new(pool.clone())),
         ),
-        None => (Arc::new(MemoryActivityStore::new(backbone.broker.clone())), Arc::new(MemoryReadModel::default())),
+        None => (
+            Arc::new(MemoryActivityStore::new(backbone.broker.clone(), backbone.jobs.clone())),
+            Arc::new(MemoryReadModel::default()),
+            Arc::new(MemoryFeedArchive::default()),
+        ),
     };
+    let projector =
+        Arc::new(Projector::new(backbone.broker.clone(), models.clone(), archive.clone(), backbone.history.size));
+    let consumer = format!("meshd-{}-feed", mesh_core::auth::random_id());
+    let workers = FeedWorkers::new(backbone.jobs.clone(), projector.clone(), archive, consumer);
+    tasks.spawn(workers.run(stop.clone()));
     let page_tokens = match &feed.page_token_key {
         Some(key) => PageTokens::from_base64(key.expose()).ok_or_else(|| {
             ConfigError::new("feed.page_token_key", "not 32 bytes of URL-safe base64", "43 characters of base64url")
@@ -39,7 +62,7 @@ pub fn start(settings: &Settings, backbone: &Backbone) -> Result<FeedServer, Con
         }
     };
     let parts = FeedParts {
-        projector: Arc::new(Projector::new(backbone.broker.clone(), models.clone(), backbone.history.size)),
+        projector,
         store,
         models,
         hub: backbone.hub.clone(),

@@ -108,6 +108,17 @@ impl JobQueue for MemoryJobQueue {
         })
     }
 
+    fn create_group<'a>(&'a self, queue: &'a QueueName, group: &'a str) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            check_group_name(group)?;
+            let mut queues = self.queues();
+            let state = queues.entry(queue.clone()).or_default();
+            let start = state.first_seq();
+            state.groups.entry(group.to_owned()).or_insert_with(|| GroupState { cursor: start, ..Default::default() });
+            Ok(())
+        })
+    }
+
     fn ack<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), JobError>> {
         self.ack_all(std::slice::from_ref(delivery))
     }
@@ -246,6 +257,11 @@ impl QueueState {
         self.entries.push_back(entry);
     }
 
+    /// The sequence number of the oldest entry held (the next one when none is).
+    fn first_seq(&self) -> u64 {
+        self.last_seq + 1 - self.entries.len() as u64
+    }
+
     fn entry(&self, seq: u64) -> Option<&Entry> {
         let first = self.entries.front()?.seq;
         self.entries.get(usize::try_from(seq.checked_sub(first)?).ok()?)
@@ -261,7 +277,7 @@ impl QueueState {
         settings: &JobQueueSettings,
     ) -> Vec<Delivery> {
         // The group is taken out of the map while the log is changed, and put back.
-        let start = self.last_seq + 1 - self.entries.len() as u64;
+        let start = self.first_seq();
         let mut group = self.groups.remove(group_name).unwrap_or(GroupState { cursor: start, ..Default::default() });
         let mut claimed = Vec::new();
 

@@ -29,8 +29,10 @@
 //!    attempt. An attempt beyond `max_attempts` lost this way is dead-lettered too, so a job
 //!    that kills its consumer cannot circulate forever.
 //!
-//! A group is created by its first `claim` and starts with the jobs the queue still holds;
-//! a job leaves the queue once every existing group has acknowledged it.
+//! A group is created by its first `claim` (or by [`JobQueue::create_group`]) and starts
+//! with the jobs the queue still holds; a job leaves the queue once every existing group has
+//! acknowledged it. So a queue with several groups has them all created before any of them
+//! acks: a group created later misses what the others acked.
 
 mod memory;
 mod names;
@@ -220,6 +222,10 @@ pub trait JobQueue: Send + Sync + 'static {
         max: usize,
         block_for: Duration,
     ) -> BoxFuture<'a, Result<Vec<Delivery>, JobError>>;
+
+    /// Creates `group` on `queue` if it does not exist yet, starting with the jobs the queue
+    /// still holds, as a first `claim` would (without claiming anything).
+    fn create_group<'a>(&'a self, queue: &'a QueueName, group: &'a str) -> BoxFuture<'a, Result<(), JobError>>;
 
     /// Marks the delivery done. Acking a delivery that was reclaimed meanwhile still
     /// finishes the job (the other consumer's run is the duplicate).

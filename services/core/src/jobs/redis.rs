@@ -304,6 +304,25 @@ impl JobQueue for RedisJobQueue {
         })
     }
 
+    fn create_group<'a>(&'a self, queue: &'a QueueName, group: &'a str) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            check_group_name(group)?;
+            let mut connection = self.connection().await?;
+            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream_key(queue))
+                .arg(group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut *connection)
+                .await;
+            match created {
+                Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
+                other => other.map_err(unavailable),
+            }
+        })
+    }
+
     fn stats<'a>(&'a self, queue: &'a QueueName, group: &'a str) -> BoxFuture<'a, Result<QueueStats, JobError>> {
         Box::pin(async move {
             check_group_name(group)?;

@@ -6,15 +6,19 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use mesh_core::broker::{Broker, BrokerError, Position};
+use mesh_core::jobs::JobQueue;
 use mesh_core::request_id::{REQUEST_ID_TTL, RequestId};
 use tokio::sync::Mutex;
 
 use super::{ActivityStore, BoxFuture, Deleter, NOT_YOURS, Published, feeds_of};
 use crate::domain::{Activity, ActivityId, FeedError, FeedEvent, FeedName, Tombstone};
+use crate::projection::{FeedJob, feed_queue};
 
-/// Activity records in memory; events go to the given broker.
+/// Activity records in memory; events go to the given broker, their jobs to the given
+/// queue.
 pub struct MemoryActivityStore {
     broker: Arc<dyn Broker>,
+    jobs: Arc<dyn JobQueue>,
     /// Held across the publications, so record and events change together.
     state: Mutex<State>,
 }
@@ -32,9 +36,9 @@ impl std::fmt::Debug for MemoryActivityStore {
 }
 
 impl MemoryActivityStore {
-    /// An empty store publishing on `broker`.
-    pub fn new(broker: Arc<dyn Broker>) -> Self {
-        Self { broker, state: Mutex::new(State::default()) }
+    /// An empty store publishing on `broker` and enqueueing feed jobs on `jobs`.
+    pub fn new(broker: Arc<dyn Broker>, jobs: Arc<dyn JobQueue>) -> Self {
+        Self { broker, jobs, state: Mutex::new(State::default()) }
     }
 
     async fn append(
@@ -50,6 +54,9 @@ impl MemoryActivityStore {
             let position = self.broker.publish(&channel, payload.clone()).await.map_err(broker_error)?;
             positions.push((feed, position));
         }
+        let id = FeedJob::id(event).map_err(|error| FeedError::Unavailable(error.to_string()))?;
+        let job = FeedJob::payload(tenant, &positions, &payload);
+        self.jobs.enqueue(&feed_queue(), &id, job).await.map_err(|error| FeedError::Unavailable(error.to_string()))?;
         Ok(positions)
     }
 }

@@ -19,10 +19,12 @@ use mesh_core::request_id::RequestId;
 
 use crate::domain::{Activity, ActivityId, FeedError, FeedName};
 
+pub mod archive;
 mod memory;
 pub mod read_model;
 mod redis;
 
+pub use archive::{ArchivedEvent, FeedArchive, MemoryFeedArchive, RedisFeedArchive};
 pub use memory::MemoryActivityStore;
 pub use read_model::{MemoryReadModel, ReadModel, RedisReadModel};
 pub use redis::RedisActivityStore;

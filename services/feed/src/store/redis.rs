@@ -2,6 +2,9 @@
 //! to both channels with the broker's own publish function, so the record and the feed log
 //! never disagree.
 //!
+//! Each write also enqueues its feed job ([`crate::projection`]) on the feed queue's stream,
+//! in the same script.
+//!
 //! Keys (tenant first):
 //! - `t:<tenant>:feed:activity:<id>`: the record, JSON.
 //! - `t:<tenant>:feed:request:<actor>:<request id>`: the first result of a publication with
@@ -16,11 +19,13 @@ use std::time::SystemTime;
 use mesh_core::backend::RedisPool;
 use mesh_core::broker::redis::RedisBroker;
 use mesh_core::broker::{Epoch, HistorySettings, Position};
+use mesh_core::jobs::RedisJobQueue;
 use mesh_core::request_id::{REQUEST_ID_TTL, RequestId};
 use redis::Script;
 
 use super::{ActivityStore, BoxFuture, Deleter, NOT_YOURS, Published, connection, feeds_of, unavailable};
 use crate::domain::{Activity, ActivityId, FeedError, FeedEvent, FeedName, Tombstone};
+use crate::projection::{FeedJob, feed_queue};
 
 /// Activity records in Redis, publishing on the broker's channels there.
 pub struct RedisActivityStore {
@@ -40,7 +45,8 @@ impl RedisActivityStore {
     /// A store on `pool`, keeping the channels' history as `history` says (the broker's
     /// settings).
     pub fn new(pool: RedisPool, history: HistorySettings) -> Self {
-        let with_publish = |body: &str| Script::new(&format!("{}\n{body}", RedisBroker::publish_lua()));
+        let prelude = format!("{}\n{}", RedisJobQueue::enqueue_lua(), RedisBroker::publish_lua());
+        let with_publish = |body: &str| Script::new(&format!("{prelude}\n{body}"));
         Self {
             pool,
             history,
@@ -50,7 +56,8 @@ impl RedisActivityStore {
     }
 
     /// Adds the keys and arguments of the two channels of `actor` in `tenant`: KEYS meta and
-    /// log of each, then ARGV `payload`, and pub/sub channel and candidate epoch of each.
+    /// log of each and then the feed job stream; returns pub/sub channel and candidate
+    /// epoch of each.
     fn channels(
         &self,
         invocation: &mut redis::ScriptInvocation<'_>,
@@ -65,6 +72,7 @@ impl RedisActivityStore {
             argv[index * 2] = pubsub;
             argv[index * 2 + 1] = Epoch::random().as_str().to_owned();
         }
+        invocation.key(RedisJobQueue::stream_key(&feed_queue()));
         Ok(argv)
     }
 
@@ -88,6 +96,13 @@ pub(super) fn too_large(size: usize, limit: usize) -> FeedError {
         "text",
         format!("the activity encodes to {size} bytes, over the server's limit of {limit}: shorten text or metadata"),
     )])
+}
+
+/// The job id of `event`, as the script's argument.
+fn job_id(event: &FeedEvent) -> Result<String, FeedError> {
+    FeedJob::id(event)
+        .map(|id| id.as_str().to_owned())
+        .map_err(|error| FeedError::Unavailable(format!("no job id for a feed event: {error}")))
 }
 
 fn record_key(tenant: &str, id: &ActivityId) -> String {
@@ -125,7 +140,8 @@ impl ActivityStore for RedisActivityStore {
     ) -> BoxFuture<'a, Result<Published, FeedError>> {
         Box::pin(async move {
             let record = serde_json::to_string(&activity).expect("an activity serializes");
-            let payload = FeedEvent::Published(activity.clone()).encode();
+            let event = FeedEvent::Published(activity.clone());
+            let payload = event.encode();
             self.check_size(&payload)?;
             let record_key = record_key(&activity.tenant, &activity.id);
             let mut invocation = self.publish.key(&record_key);
@@ -144,7 +160,9 @@ impl ActivityStore for RedisActivityStore {
                 .arg(a_epoch)
                 .arg(self.history.size)
                 .arg(RedisBroker::ttl_seconds(self.history.ttl))
-                .arg(request_id.map(|_| REQUEST_ID_TTL.as_secs().to_string()).unwrap_or_default());
+                .arg(request_id.map(|_| REQUEST_ID_TTL.as_secs().to_string()).unwrap_or_default())
+                .arg(job_id(&event)?)
+                .arg(&activity.tenant);
             let (_, result): (String, String) = self.invoke(&invocation).await?;
             let (raw_positions, stored) = result
                 .split_once('\n')
@@ -204,7 +222,8 @@ impl ActivityStore for RedisActivityStore {
                 actor: actor.clone(),
                 delete_time: crate::domain::activity::to_millis(now),
             };
-            let payload = FeedEvent::Deleted(tombstone).encode();
+            let event = FeedEvent::Deleted(tombstone);
+            let payload = event.encode();
             let mut invocation = self.delete.key(record_key(tenant, id));
             let [g_pubsub, g_epoch, a_pubsub, a_epoch] = self.channels(&mut invocation, tenant, &actor)?;
             invocation
@@ -217,7 +236,9 @@ impl ActivityStore for RedisActivityStore {
                 .arg(a_pubsub)
                 .arg(a_epoch)
                 .arg(self.history.size)
-                .arg(RedisBroker::ttl_seconds(self.history.ttl));
+                .arg(RedisBroker::ttl_seconds(self.history.ttl))
+                .arg(job_id(&event)?)
+                .arg(tenant);
             let reply: Vec<String> = self.invoke(&invocation).await?;
             match reply.first().map(String::as_str) {
                 Some("ok") => positions(reply.get(1).map_or("", String::as_str), &actor),

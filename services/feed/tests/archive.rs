@@ -1,0 +1,252 @@
+//! Conformance suite of the feed archive: every check runs against [`MemoryFeedArchive`] and
+//! against [`RedisFeedArchive`] (on a `redis-server` the test starts).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_core::backend::{RedisPool, redis_pool};
+use mesh_core::broker::{Epoch, Position};
+use mesh_core::config::RedisSettings;
+use mesh_feed::FeedError;
+use mesh_feed::domain::{Activity, ActivityId, FeedEvent, FeedName, NewActivity, Tombstone};
+use mesh_feed::store::{ArchivedEvent, FeedArchive, MemoryFeedArchive, RedisFeedArchive};
+use mesh_testkit::RedisServer;
+
+struct Fixture {
+    archive: Arc<dyn FeedArchive>,
+    _server: Option<RedisServer>,
+}
+
+impl Fixture {
+    async fn start(redis: bool) -> Self {
+        if !redis {
+            return Self { archive: Arc::new(MemoryFeedArchive::default()), _server: None };
+        }
+        let (pool, server) = redis_archive_pool().await;
+        Self { archive: Arc::new(RedisFeedArchive::new(pool)), _server: Some(server) }
+    }
+}
+
+async fn redis_archive_pool() -> (RedisPool, RedisServer) {
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let settings = RedisSettings { pool_size: 16, ..RedisSettings::default() };
+    (redis_pool(&server.url(), &settings).expect("a valid redis url"), server)
+}
+
+/// A time `seconds` after a fixed start.
+fn at(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+}
+
+fn position(offset: u64, epoch: &str) -> Position {
+    Position { offset, epoch: Epoch(epoch.into()) }
+}
+
+/// The publication of a new activity of `actor` at `time`, at `global` and `own` in the
+/// actor's feed.
+fn published(tenant: &str, actor: &str, time: SystemTime, global: Position, own: Position) -> ArchivedEvent {
+    let new = NewActivity::parse("post", Some(("post", "1")), "hello", []).unwrap();
+    let activity = Activity::new(ActivityId::generate(), tenant, actor, new, time);
+    ArchivedEvent {
+        event: FeedEvent::Published(activity),
+        positions: vec![(FeedName::Global, global), (FeedName::actor(actor), own)],
+    }
+}
+
+/// `event` with other positions (what a conflicting second write would carry).
+fn moved(event: &ArchivedEvent, by: u64) -> ArchivedEvent {
+    let mut moved = event.clone();
+    for (_, position) in &mut moved.positions {
+        position.offset += by;
+    }
+    moved
+}
+
+/// 1,500 publications of alice, bob and carol in turn: global offsets 1.. in epoch `g`, each
+/// actor's offsets 1.. in epoch `a`.
+fn fifteen_hundred(tenant: &str) -> Vec<ArchivedEvent> {
+    let actors = ["alice", "bob", "carol"];
+    let mut own = [0u64; 3];
+    (0..1500u64)
+        .map(|i| {
+            let actor = (i % 3) as usize;
+            own[actor] += 1;
+            let time = at(0) + Duration::from_millis(i);
+            published(tenant, actors[actor], time, position(i + 1, "g"), position(own[actor], "a"))
+        })
+        .collect()
+}
+
+fn of_actor(events: &[ArchivedEvent], actor: &str) -> Vec<ArchivedEvent> {
+    events.iter().filter(|archived| archived.event.actor() == actor).cloned().collect()
+}
+
+mesh_testkit::conformance!(
+    Fixture:
+    every_event_comes_back_in_its_feeds_in_offset_order,
+    appending_again_or_concurrently_keeps_one_copy_of_the_first_write,
+    a_tombstone_is_archived_beside_its_publication_and_follows_it,
+    an_older_epoch_comes_first_whatever_its_text,
+    a_tenant_never_sees_another_tenants_events,
+    an_unknown_tenant_or_feed_has_no_events,
+);
+
+async fn every_event_comes_back_in_its_feeds_in_offset_order(fixture: Fixture) {
+    let events = fifteen_hundred("acme");
+    // Out of order, in several batches: the archive orders them.
+    for batch in events.chunks(400).rev() {
+        let reversed: Vec<ArchivedEvent> = batch.iter().rev().cloned().collect();
+        fixture.archive.append("acme", &reversed).await.unwrap();
+    }
+
+    assert_eq!(fixture.archive.events("acme", &FeedName::Global).await.unwrap(), events);
+    for actor in ["alice", "bob", "carol"] {
+        let own = fixture.archive.events("acme", &FeedName::actor(actor)).await.unwrap();
+        assert_eq!(own.len(), 500, "{actor}");
+        assert_eq!(own, of_actor(&events, actor), "{actor}");
+    }
+    let feeds = fixture.archive.feeds("acme").await.unwrap();
+    let expected = [FeedName::actor("alice"), FeedName::actor("bob"), FeedName::actor("carol"), FeedName::Global];
+    assert_eq!(feeds, expected);
+}
+
+async fn appending_again_or_concurrently_keeps_one_copy_of_the_first_write(fixture: Fixture) {
+    let archive = &fixture.archive;
+    let first: Vec<ArchivedEvent> = fifteen_hundred("acme").into_iter().take(300).collect();
+    archive.append("acme", &first).await.unwrap();
+    archive.append("acme", &first).await.unwrap();
+    let feeds = archive.feeds("acme").await.unwrap();
+    // The same events at other positions, one of them in a feed of its own.
+    let mut conflicting: Vec<ArchivedEvent> = first.iter().map(|archived| moved(archived, 10_000)).collect();
+    conflicting[0].positions.push((FeedName::actor("dave"), position(1, "d")));
+    archive.append("acme", &conflicting).await.unwrap();
+    assert_eq!(archive.events("acme", &FeedName::Global).await.unwrap(), first, "once each, as first written");
+    assert_eq!(archive.events("acme", &FeedName::actor("alice")).await.unwrap(), of_actor(&first, "alice"));
+    assert_eq!(archive.feeds("acme").await.unwrap(), feeds, "a second write adds no feed");
+
+    // Two consumers at once, with overlapping batches that disagree on the overlap: each event
+    // is kept whole in one version, its feeds agreeing with its record.
+    let events = fifteen_hundred("other");
+    let left: Vec<ArchivedEvent> = events[..900].to_vec();
+    let right: Vec<ArchivedEvent> =
+        events[600..].iter().enumerate().map(|(i, e)| if i < 300 { moved(e, 5_000) } else { e.clone() }).collect();
+    let appends: Vec<_> = [left, right]
+        .into_iter()
+        .map(|batch| {
+            let archive = archive.clone();
+            tokio::spawn(async move { archive.append("other", &batch).await })
+        })
+        .collect();
+    for append in appends {
+        append.await.unwrap().unwrap();
+    }
+    let global = archive.events("other", &FeedName::Global).await.unwrap();
+    assert_eq!(global.len(), 1500);
+    let mut ids: Vec<String> = global.iter().map(|archived| archived.event.event_id()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1500, "one copy of each");
+    let stored: std::collections::HashMap<String, &ArchivedEvent> =
+        global.iter().map(|archived| (archived.event.event_id(), archived)).collect();
+    for (i, original) in events.iter().enumerate() {
+        let stored = stored[&original.event.event_id()];
+        let either = (600..900).contains(&i) && *stored == moved(original, 5_000);
+        assert!(stored == original || either, "event {i}: {stored:?}");
+    }
+    for actor in ["alice", "bob", "carol"] {
+        let own = archive.events("other", &FeedName::actor(actor)).await.unwrap();
+        assert_eq!(own, of_actor(&global, actor), "{actor}");
+    }
+}
+
+async fn a_tombstone_is_archived_beside_its_publication_and_follows_it(fixture: Fixture) {
+    let kept = published("acme", "alice", at(0), position(1, "g"), position(1, "a"));
+    let gone = published("acme", "alice", at(1), position(2, "g"), position(2, "a"));
+    let tombstone = ArchivedEvent {
+        event: FeedEvent::Deleted(Tombstone {
+            id: gone.event.activity_id().clone(),
+            actor: "alice".into(),
+            delete_time: at(2),
+        }),
+        positions: vec![(FeedName::Global, position(3, "g")), (FeedName::actor("alice"), position(3, "a"))],
+    };
+    assert_ne!(tombstone.event.event_id(), gone.event.event_id());
+    fixture.archive.append("acme", &[tombstone.clone(), kept.clone()]).await.unwrap();
+    fixture.archive.append("acme", std::slice::from_ref(&gone)).await.unwrap();
+
+    let expected = [kept, gone, tombstone];
+    assert_eq!(fixture.archive.events("acme", &FeedName::Global).await.unwrap(), expected);
+    assert_eq!(fixture.archive.events("acme", &FeedName::actor("alice")).await.unwrap(), expected);
+}
+
+async fn an_older_epoch_comes_first_whatever_its_text(fixture: Fixture) {
+    // The channel lost its history between the two: the new epoch starts at offset 1 again.
+    let old: Vec<ArchivedEvent> =
+        (1..=3).map(|i| published("acme", "alice", at(i), position(i, "zz-old"), position(i, "a-old"))).collect();
+    let new: Vec<ArchivedEvent> = (1..=2)
+        .map(|i| published("acme", "alice", at(3_600 + i), position(i, "aa-new"), position(i, "a-new")))
+        .collect();
+    fixture.archive.append("acme", &new).await.unwrap();
+    fixture.archive.append("acme", &old).await.unwrap();
+
+    let expected: Vec<ArchivedEvent> = old.into_iter().chain(new).collect();
+    assert_eq!(fixture.archive.events("acme", &FeedName::Global).await.unwrap(), expected);
+    assert_eq!(fixture.archive.events("acme", &FeedName::actor("alice")).await.unwrap(), expected);
+}
+
+async fn a_tenant_never_sees_another_tenants_events(fixture: Fixture) {
+    let of_a = fifteen_hundred("a")[..30].to_vec();
+    fixture.archive.append("a", &of_a).await.unwrap();
+    assert!(fixture.archive.feeds("b").await.unwrap().is_empty());
+    assert!(fixture.archive.events("b", &FeedName::Global).await.unwrap().is_empty());
+    assert!(fixture.archive.events("b", &FeedName::actor("alice")).await.unwrap().is_empty());
+
+    // The same activity ids in tenant b (other content) are b's own events.
+    let of_b: Vec<ArchivedEvent> = of_a
+        .iter()
+        .map(|archived| {
+            let FeedEvent::Published(activity) = &archived.event else { unreachable!() };
+            let new = NewActivity::parse("like", Some(("post", "2")), "", []).unwrap();
+            let activity = Activity::new(activity.id.clone(), "b", &activity.actor, new, at(9));
+            ArchivedEvent { event: FeedEvent::Published(activity), positions: archived.positions.clone() }
+        })
+        .collect();
+    fixture.archive.append("b", &of_b).await.unwrap();
+    assert_eq!(fixture.archive.events("a", &FeedName::Global).await.unwrap(), of_a);
+    assert_eq!(fixture.archive.events("b", &FeedName::Global).await.unwrap(), of_b);
+    assert_eq!(fixture.archive.feeds("b").await.unwrap(), fixture.archive.feeds("a").await.unwrap());
+}
+
+async fn an_unknown_tenant_or_feed_has_no_events(fixture: Fixture) {
+    assert!(fixture.archive.feeds("nobody").await.unwrap().is_empty());
+    assert!(fixture.archive.events("nobody", &FeedName::Global).await.unwrap().is_empty());
+    fixture.archive.append("acme", &fifteen_hundred("acme")[..3]).await.unwrap();
+    fixture.archive.append("acme", &[]).await.unwrap();
+    assert!(fixture.archive.events("acme", &FeedName::actor("dave")).await.unwrap().is_empty());
+    assert_eq!(fixture.archive.feeds("acme").await.unwrap().len(), 4);
+}
+
+/// Not part of the suite (memory keeps no records to corrupt): a record that does not decode
+/// is a backend fault, never skipped.
+#[tokio::test]
+async fn a_redis_record_that_does_not_decode_is_unavailable() {
+    let (pool, _server) = redis_archive_pool().await;
+    let archive = RedisFeedArchive::new(pool.clone());
+    archive.append("acme", &fifteen_hundred("acme")[..1]).await.unwrap();
+    let mut connection = pool.get().await.unwrap();
+    let () = ::redis::cmd("HSET")
+        .arg("t:acme:feed:archive:events")
+        .arg("broken")
+        .arg("{\"event\":")
+        .query_async(&mut *connection)
+        .await
+        .unwrap();
+    let () = ::redis::cmd("SADD")
+        .arg("t:acme:feed:archive:feed:global")
+        .arg("broken")
+        .query_async(&mut *connection)
+        .await
+        .unwrap();
+    let result = archive.events("acme", &FeedName::Global).await;
+    assert!(matches!(result, Err(FeedError::Unavailable(_))), "{result:?}");
+}
