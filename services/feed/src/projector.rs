@@ -87,7 +87,11 @@ impl Projector {
 
     /// The feed's entries (oldest first) as projecting its archived events leaves them, and the position
     /// of its last archived event in the feed; `None` when nothing is archived.
-    async fn archived_entries(&self, tenant: &str, feed: &FeedName) -> Result<Option<(Vec<Change>, Position)>, FeedError> {
+    async fn archived_entries(
+        &self,
+        tenant: &str,
+        feed: &FeedName,
+    ) -> Result<Option<(Vec<Change>, Position)>, FeedError> {
         let events = self.archive.events(tenant, feed).await?;
         let Some(to) =
             events.last().and_then(|last| last.positions.iter().find(|(of, _)| of == feed)).map(|(_, at)| at.clone())

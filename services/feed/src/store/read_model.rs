@@ -133,12 +133,14 @@ impl ReadModel for MemoryReadModel {
                     Change::Add { id } => {
                         model.sequence += 1;
                         model.entries.insert(model.sequence, id.clone());
+                        // Trimmed on each write, so the entries never depend on how the
+                        // events were batched.
+                        if model.entries.len() > feed.capacity() {
+                            model.entries.pop_first();
+                        }
                     }
                     Change::Remove { id } => model.entries.retain(|_, entry| entry != id),
                 }
-            }
-            while model.entries.len() > feed.capacity() {
-                model.entries.pop_first();
             }
             model.watermark = Some(to.clone());
             Ok(true)

@@ -12,17 +12,19 @@ end
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[1])
 end
-for i = 5, #ARGV, 2 do
-  if ARGV[i] == '+' then
-    redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[3]), ARGV[i + 1])
-  else
-    redis.call('ZREM', KEYS[1], ARGV[i + 1])
-  end
-end
+-- Trimmed on each add, so the entries never depend on how the events were batched.
 local keep = tonumber(ARGV[3])
 local size = redis.call('ZCARD', KEYS[1])
-if size > keep then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - keep - 1)
+for i = 5, #ARGV, 2 do
+  if ARGV[i] == '+' then
+    size = size + redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[3]), ARGV[i + 1])
+    if size > keep then
+      redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - keep - 1)
+      size = keep
+    end
+  else
+    size = size - redis.call('ZREM', KEYS[1], ARGV[i + 1])
+  end
 end
 redis.call('SET', KEYS[2], ARGV[2])
 return 'ok'
