@@ -21,7 +21,7 @@ use mesh_core::auth::{
     load_or_create_dev_key,
 };
 use mesh_core::config::{ConfigError, ServerSettings, Settings};
-use mesh_core::transport::{AuthLayer, RpcLayer};
+use mesh_core::transport::{AuthLayer, EndStreams, RpcLayer};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -127,7 +127,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let server_settings = self.settings.server.clone();
-        let end_streams = CancellationToken::new();
+        let end_streams = EndStreams::new();
         let stopping = CancellationToken::new();
 
         let backbone = Backbone::from_settings(&self.settings)?;
@@ -260,7 +260,7 @@ struct ShutdownPlan {
     targets: Vec<HealthTarget>,
     monitor: JoinHandle<()>,
     stopping: CancellationToken,
-    end_streams: CancellationToken,
+    end_streams: EndStreams,
     drain: Duration,
 }
 
@@ -280,7 +280,7 @@ impl ShutdownPlan {
         tokio::spawn(async move {
             tokio::time::sleep(drain).await;
             tracing::info!("drain period over: ending open streams with UNAVAILABLE");
-            end_streams.cancel();
+            end_streams.end();
         });
     }
 }

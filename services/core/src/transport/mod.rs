@@ -12,5 +12,5 @@ pub mod status;
 pub mod stream;
 
 pub use auth_layer::{AuthLayer, OPEN_METHODS, OPEN_SERVICES};
-pub use rpc_layer::{RpcLayer, shutdown_status};
+pub use rpc_layer::{EndStreams, RpcLayer, shutdown_status};
 pub use status::caller;
