@@ -22,6 +22,8 @@ use mesh_core::auth::{
 };
 use mesh_core::config::{ConfigError, ServerSettings, Settings};
 use mesh_core::transport::{AuthLayer, EndStreams, RpcLayer};
+
+use crate::coalesce::Coalescing;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -338,16 +340,20 @@ fn cors_layer(settings: &ServerSettings) -> CorsLayer {
         .max_age(Duration::from_secs(24 * 60 * 60))
 }
 
-/// The accepted connections of `listener`, with Nagle's algorithm off. tonic's
-/// `Server::tcp_nodelay` does not apply to an incoming stream: without this, a response
-/// written in two parts (message, then trailers) waits for the client's delayed ACK (~40 ms).
-fn no_delay(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+/// The accepted connections of `listener`, with Nagle's algorithm off and writes
+/// coalesced ([`Coalescing`]). tonic's `Server::tcp_nodelay` does not apply to an incoming
+/// stream: without this, a response written in two parts (message, then trailers) waits for
+/// the client's delayed ACK (~40 ms).
+fn no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Coalescing<tokio::net::TcpStream>>> {
     use tokio_stream::StreamExt as _;
     TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
+        accepted.map(|stream| {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "could not turn Nagle's algorithm off on a connection");
             }
+            Coalescing::new(stream)
         })
     })
 }

@@ -5,11 +5,13 @@
 //! - [`cli`]: the command line (`meshd`, `meshd dev-token`, `meshd print-config`) and exit codes.
 //! - [`app`]: building the application from settings and serving it on a bound listener.
 //! - [`backbone`]: the streaming backbone (broker, hub) from settings.
+//! - [`coalesce`]: accepted connections whose writes are gathered into fewer system calls.
 //! - [`registry`]: the mesh services this build can run (`--services`).
 //! - [`health`]: grpc.health.v1 statuses driven by backend probes.
 //! - [`http`]: the plain HTTP endpoints beside gRPC.
 //! - [`session`]: wiring of the Session service (store, audit trail, worker, sweeper).
-//! - [`feed`]: wiring of the Feed service (stores, read models, projector, limits).
+//! - [`feed`]: wiring of the Feed service (stores, read models, archive, projector, job
+//!   consumers, limits).
 //! - [`auth`]: wiring of the Auth service (stores, hasher, issuer, in-process Session client).
 //!
 //! Wiring happens here and nowhere else: no globals, no service locator.
@@ -18,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod backbone;
 pub mod cli;
+pub mod coalesce;
 pub mod feed;
 pub mod health;
 pub mod http;
