@@ -7,8 +7,11 @@
 //!   records and the feed log, appended to in one step; and the
 //!   [`ReadModel`](store::ReadModel) boundary (memory, Redis): each feed's newest
 //!   activities and the watermark of the last event applied.
+//!   The [`FeedArchive`](store::FeedArchive) boundary (memory, Redis) keeps every event, so
+//!   read models can be rebuilt.
 //! - [`projector`]: catches a feed's read model up with its channel, in offset order, once
-//!   per event however many instances project.
+//!   per event however many instances project; rebuilds read models from the archive.
+//! - [`projection`]: the job-queue consumers of the feed events (read models, archive).
 //! - [`limits`]: per-caller publication rate and Subscribe streams (per instance).
 //! - [`page_token`]: ListFeed's sealed page tokens.
 //! - [`grpc`]: the adapter of `mesh.feed.v1.FeedService` on these.

@@ -16,7 +16,7 @@
 //! The payload is text: `<tenant>\n<global offset>:<global epoch>:<actor offset>:<actor
 //! epoch>\n<event payload>`; the Redis store's scripts write the same format.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,17 +168,16 @@ fn decode(jobs: &[Job]) -> Vec<Result<FeedJob, String>> {
 /// Catches up every feed the batch's events were appended to, once per feed.
 pub async fn project(projector: &Projector, jobs: Vec<Job>) -> Vec<Result<(), String>> {
     let decoded = decode(&jobs);
-    let mut feeds = BTreeSet::new();
+    let mut feeds = BTreeMap::new();
     for job in decoded.iter().flatten() {
         for (feed, _) in &job.archived.positions {
-            feeds.insert((job.tenant.clone(), feed.to_string()));
+            feeds.insert((job.tenant.clone(), feed.to_string()), feed.clone());
         }
     }
     let mut failed = BTreeMap::new();
-    for (tenant, feed) in feeds {
-        let name = FeedName::parse(&feed, "feed").expect("a feed name prints as it parses");
-        if let Err(error) = projector.catch_up(&tenant, &name).await {
-            failed.insert((tenant, feed), error.to_string());
+    for ((tenant, key), feed) in feeds {
+        if let Err(error) = projector.catch_up(&tenant, &feed).await {
+            failed.insert((tenant, key), error.to_string());
         }
     }
     decoded
@@ -236,11 +235,17 @@ mod tests {
             (FeedName::Global, Position { offset: 12, epoch: Epoch::random() }),
             (FeedName::actor("alice"), Position { offset: 3, epoch: Epoch::random() }),
         ];
-        let payload = FeedJob::payload("acme", &positions, &event.encode());
+        let event_payload = event.encode();
+        let payload = FeedJob::payload("acme", &positions, &event_payload);
         let job = FeedJob::decode(&payload).unwrap();
         assert_eq!(job.tenant, "acme");
         assert_eq!(job.archived, ArchivedEvent { event, positions });
-        assert!(FeedJob::decode(b"acme\n1:e\n{}").is_err());
+        // Two position fields instead of four, with a valid event.
+        let mut short = b"acme\n12:e\n".to_vec();
+        short.extend_from_slice(&event_payload);
+        assert!(
+            matches!(FeedJob::decode(&short), Err(FeedError::Unavailable(message)) if message.contains("positions"))
+        );
         assert!(FeedJob::decode(b"acme").is_err());
     }
 }

@@ -7,9 +7,10 @@
 //! A feed that was never projected (or was flushed) is built from the newest events its
 //! channel's history holds. When the history expired while the feed was idle (a new epoch),
 //! the model keeps its entries and goes on with the new epoch. When the model fell further
-//! behind than history reaches, it is rebuilt from the durable archive (which holds every
-//! event) and caught up from there; only if the archive does not reach history either
-//! (it lags behind it) is it built from the newest events of history.
+//! behind than history reaches, it is rebuilt from the durable archive (which receives every
+//! event through the job queue; its unbroken run from the oldest event is used) and caught
+//! up from there; only if that run does not reach history either (the archive lags behind
+//! it) is it built from the newest events of history.
 //!
 //! [`Projector::rebuild`] (`meshctl feed rebuild`) rebuilds every feed of a tenant from the
 //! archive, then catches each up with its channel.
@@ -59,11 +60,20 @@ impl Projector {
     /// Rebuilds every feed of `tenant` that has archived events from the archive, then
     /// catches each up with its channel (the events the archive does not hold yet). Safe
     /// while events are published and projected. Returns the feeds rebuilt and the entries
-    /// they hold.
+    /// they hold. [`FeedError::ArchiveBehind`] (before that feed is touched) when the
+    /// archive's unbroken run ends before what the channel's history still holds.
     pub async fn rebuild(&self, tenant: &str) -> Result<Rebuilt, FeedError> {
         let mut rebuilt = Rebuilt::default();
         for feed in self.archive.feeds(tenant).await? {
             if let Some((changes, to)) = self.archived_entries(tenant, &feed).await? {
+                let channel = feed.channel(tenant).map_err(|violation| FeedError::Invalid(vec![violation]))?;
+                // Another epoch: the history of `to`'s epoch is gone and the catch-up starts
+                // the current epoch from its beginning.
+                if let History::Unrecoverable(Unrecoverable::Trimmed | Unrecoverable::TooMany) =
+                    self.broker.history(&channel, &to, self.batch).await.map_err(broker_error)?
+                {
+                    return Err(FeedError::ArchiveBehind);
+                }
                 self.reset(tenant, &feed, &changes, &to).await?;
             }
             self.catch_up(tenant, &feed).await?;
@@ -85,23 +95,39 @@ impl Projector {
         Err(FeedError::Unavailable(format!("feed {feed} of {tenant}: read model under contention, retry")))
     }
 
-    /// The feed's entries (oldest first) as projecting its archived events leaves them, and the position
-    /// of its last archived event in the feed; `None` when nothing is archived.
+    /// The feed's entries (oldest first) as projecting its archived events leaves them,
+    /// and the position of the last event used; `None` when nothing is archived.
+    ///
+    /// Only the unbroken run from the oldest archived event is used (offsets one after the
+    /// other; a new epoch from its offset 1): archive consumers on several instances finish
+    /// out of order and a failed batch waits for its retry, so a later event can be
+    /// archived before an earlier one. The channel's history supplies what follows.
     async fn archived_entries(
         &self,
         tenant: &str,
         feed: &FeedName,
     ) -> Result<Option<(Vec<Change>, Position)>, FeedError> {
         let events = self.archive.events(tenant, feed).await?;
-        let Some(to) =
-            events.last().and_then(|last| last.positions.iter().find(|(of, _)| of == feed)).map(|(_, at)| at.clone())
-        else {
+        let mut run = Vec::with_capacity(events.len());
+        let mut last: Option<&Position> = None;
+        for archived in &events {
+            let Some((_, at)) = archived.positions.iter().find(|(of, _)| of == feed) else { continue };
+            if let Some(previous) = last
+                && !at.follows(previous)
+                && !(at.offset == 1 && at.epoch != previous.epoch)
+            {
+                break;
+            }
+            last = Some(at);
+            run.push(archived);
+        }
+        let Some(to) = last.cloned() else {
             return Ok(None);
         };
         // What projecting every event in order leaves: adds trimmed to the capacity on
         // write, tombstones removing their entry if it is still there.
         let mut entries: std::collections::VecDeque<&ActivityId> = std::collections::VecDeque::new();
-        for archived in &events {
+        for archived in run {
             match &archived.event {
                 FeedEvent::Published(activity) => {
                     entries.push_back(&activity.id);

@@ -11,7 +11,7 @@ use mesh_core::broker::redis::RedisBroker;
 use mesh_core::broker::{Broker, Epoch, HistorySettings, Position};
 use mesh_core::config::RedisSettings;
 use mesh_core::jobs::{Job, JobQueue, JobQueueSettings, MemoryJobQueue, RedisJobQueue};
-use mesh_feed::domain::{Activity, ActivityId, FeedName, NewActivity};
+use mesh_feed::domain::{Activity, ActivityId, FeedError, FeedName, NewActivity};
 use mesh_feed::projection::{self, ARCHIVE_GROUP, READ_MODELS_GROUP, create_groups, feed_queue};
 use mesh_feed::projector::{Projector, Rebuilt};
 use mesh_feed::store::read_model::Change;
@@ -145,6 +145,8 @@ mesh_testkit::conformance!(
     a_build_while_publishing_past_the_batch_never_leaves_the_feed_empty,
     the_read_model_consumer_projects_each_job_and_a_job_twice_changes_nothing,
     flushed_read_models_rebuild_from_the_archive_identically,
+    a_rebuild_uses_the_archives_unbroken_run_and_history_for_the_rest,
+    a_rebuild_refuses_while_the_archive_is_behind_history,
     a_feed_behind_its_history_is_rebuilt_from_the_archive,
 );
 
@@ -343,10 +345,66 @@ async fn the_read_model_consumer_projects_each_job_and_a_job_twice_changes_nothi
     assert_eq!(global, published);
     let alice = fixture.list(fixture.models.as_ref(), "acme", &FeedName::actor("alice"), 7).await;
     assert_eq!(alice.len(), 14);
-    // The same jobs again, and in reverse order: nothing changes.
-    assert!(projection::project(&projector, jobs.iter().rev().cloned().collect()).await.iter().all(Result::is_ok));
-    assert_eq!(fixture.list(fixture.models.as_ref(), "acme", &FeedName::Global, 7).await, global);
-    assert_eq!(fixture.list(fixture.models.as_ref(), "acme", &FeedName::actor("alice"), 7).await, alice);
+    // On flushed models, the same jobs delivered twice at once (two consumers, one of
+    // them in reverse order): each event is applied once.
+    let models = fixture.flushed().await;
+    let projector = Arc::new(fixture.projector_of(fixture.broker.clone(), models.clone(), 2000));
+    let twice = [jobs.clone(), jobs.iter().rev().cloned().collect()].map(|jobs| {
+        let projector = projector.clone();
+        tokio::spawn(async move { projection::project(&projector, jobs).await })
+    });
+    for run in twice {
+        assert!(run.await.unwrap().iter().all(Result::is_ok));
+    }
+    assert_eq!(fixture.list(models.as_ref(), "acme", &FeedName::Global, 7).await, global);
+    assert_eq!(fixture.list(models.as_ref(), "acme", &FeedName::actor("alice"), 7).await, alice);
+}
+
+async fn a_rebuild_uses_the_archives_unbroken_run_and_history_for_the_rest(fixture: Fixture) {
+    let mut ids = Vec::new();
+    for _ in 0..300 {
+        ids.push(fixture.publish("acme", "alice").await.id);
+    }
+    // The archive holds the first 100 and the last 100: a batch in the middle is still
+    // waiting for its retry.
+    let jobs = fixture.claim(ARCHIVE_GROUP).await;
+    let (first, rest) = jobs.split_at(100);
+    let archived: Vec<_> = first.iter().chain(&rest[100..]).cloned().collect();
+    assert!(projection::archive(&*fixture.archive, archived).await.iter().all(Result::is_ok));
+    let models = fixture.flushed().await;
+    let rebuilt = fixture.projector_of(fixture.broker.clone(), models.clone(), 2000).rebuild("acme").await.unwrap();
+    assert_eq!(rebuilt, Rebuilt { feeds: 2, entries: 300 + 100 });
+    ids.reverse();
+    assert_eq!(fixture.list(models.as_ref(), "acme", &FeedName::Global, 64).await, ids);
+}
+
+async fn a_rebuild_refuses_while_the_archive_is_behind_history(fixture: Fixture) {
+    // A broker (and store) keeping only the newest 50 events of a channel.
+    let short = HistorySettings { size: 50, ..HistorySettings::default() };
+    let (store, broker): (Arc<dyn ActivityStore>, Arc<dyn Broker>) = match &fixture.pool {
+        None => {
+            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(short));
+            (Arc::new(MemoryActivityStore::new(broker.clone(), fixture.jobs.clone())), broker)
+        }
+        Some(pool) => {
+            (Arc::new(RedisActivityStore::new(pool.clone(), short)), Arc::new(RedisBroker::new(pool.clone(), short)))
+        }
+    };
+    for _ in 0..200 {
+        let new = NewActivity::parse("post", Some(("post", "1")), "", []).unwrap();
+        store
+            .publish(Activity::new(ActivityId::generate(), "acme", "alice", new, SystemTime::now()), None)
+            .await
+            .unwrap();
+    }
+    let projector = fixture.projector_of(broker, fixture.models.clone(), 50);
+    projector.catch_up("acme", &FeedName::Global).await.unwrap();
+    let before = fixture.list(fixture.models.as_ref(), "acme", &FeedName::Global, 64).await;
+    // Only the first 100 are archived: history (the newest 50) does not reach them.
+    let jobs = fixture.claim(ARCHIVE_GROUP).await;
+    assert!(projection::archive(&*fixture.archive, jobs[..100].to_vec()).await.iter().all(Result::is_ok));
+    assert_eq!(projector.rebuild("acme").await, Err(FeedError::ArchiveBehind));
+    assert_eq!(fixture.list(fixture.models.as_ref(), "acme", &FeedName::Global, 64).await, before, "untouched");
 }
 
 async fn flushed_read_models_rebuild_from_the_archive_identically(fixture: Fixture) {

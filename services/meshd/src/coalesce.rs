@@ -24,6 +24,8 @@ use tonic::transport::server::Connected;
 
 /// Most bytes held before they are written out.
 pub const LIMIT: usize = 64 * 1024;
+/// Largest buffer capacity kept once the buffer is empty.
+const KEEP: usize = 8 * 1024;
 
 /// A connection with coalesced writes (see the module docs).
 #[derive(Debug)]
@@ -50,6 +52,10 @@ impl<T: AsyncWrite + Unpin> Coalescing<T> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.buffer.advance(written);
+        }
+        if self.buffer.capacity() > KEEP {
+            // A burst grew it: an idle connection does not keep the memory.
+            self.buffer = BytesMut::new();
         }
         Poll::Ready(Ok(()))
     }
@@ -156,5 +162,44 @@ mod tests {
         assert!(received[1..].iter().all(|byte| *byte == 7));
         writer.shutdown().await.unwrap();
         assert_eq!(server.read(&mut probe).await.unwrap(), 0, "shut down after the buffer");
+    }
+
+    #[tokio::test]
+    async fn a_narrow_connection_gets_every_byte_in_order_through_partial_and_vectored_writes() {
+        // 16 bytes at a time: every drain writes in parts and waits for the reader.
+        let (client, mut server) = tokio::io::duplex(16);
+        let reader = tokio::spawn(async move {
+            let mut received = Vec::new();
+            server.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let mut writer = Coalescing::new(client);
+        let mut expected = Vec::new();
+        for round in 0..200u32 {
+            let head = format!("frame {round}:");
+            let body = vec![(round % 251) as u8; (round as usize * 97) % 3000];
+            let slices = [io::IoSlice::new(head.as_bytes()), io::IoSlice::new(&body)];
+            let mut written = 0;
+            while written < head.len() + body.len() {
+                // write_vectored may take part of the slices only when the buffer is full.
+                let all: Vec<u8> = [head.as_bytes(), &body].concat();
+                written += if written == 0 {
+                    writer.write_vectored(&slices).await.unwrap()
+                } else {
+                    writer.write(&all[written..]).await.unwrap()
+                };
+            }
+            expected.extend_from_slice(head.as_bytes());
+            expected.extend_from_slice(&body);
+            if round % 7 == 0 {
+                writer.flush().await.unwrap();
+            }
+        }
+        let large = vec![9u8; 3 * LIMIT];
+        writer.write_all(&large).await.unwrap();
+        expected.extend_from_slice(&large);
+        writer.shutdown().await.unwrap();
+        assert!(writer.buffer.capacity() <= KEEP, "an idle connection keeps no burst-sized buffer");
+        assert_eq!(reader.await.unwrap(), expected);
     }
 }

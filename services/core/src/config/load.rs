@@ -112,6 +112,9 @@ pub fn load(sources: &Sources, overrides: &Overrides) -> Result<Settings, Config
     Ok(settings)
 }
 
+/// Bytes a job needs beyond the publication it carries (the feed job's tenant and positions).
+const JOB_HEADER_ROOM: usize = 1024;
+
 fn first(error: figment::Error) -> Box<figment::Error> {
     // figment chains several errors; the first one is enough to fix, and we report one.
     Box::new(error.into_iter().next().expect("a figment error holds at least one error"))
@@ -399,6 +402,15 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
             format!("jobs.{field}"),
             message.clone(),
             "a value within the range the message gives",
+        ));
+    }
+    // Feed jobs carry a whole publication plus a header (tenant and positions).
+    let job_room = stream.max_payload_bytes + JOB_HEADER_ROOM;
+    if settings.jobs.max_payload < job_room {
+        return Err(ConfigError::new(
+            "jobs.max_payload",
+            format!("{} is below stream.max_payload_bytes + {JOB_HEADER_ROOM} ({job_room})", settings.jobs.max_payload),
+            "at least stream.max_payload_bytes + 1024: a job carries a whole publication",
         ));
     }
     validate_session(&settings.session)?;

@@ -23,6 +23,10 @@ pub enum FeedError {
         /// Time until the next publication is allowed.
         retry_after: Duration,
     },
+    /// The archive does not reach the feed's channel history yet (its consumers are behind):
+    /// a rebuild now would lose events. Retry once they caught up.
+    #[error("the feed archive is behind the channel history")]
+    ArchiveBehind,
     /// A backend failed or is unreachable; retryable. The text is for logs only.
     #[error("feed backend unavailable: {0}")]
     Unavailable(String),
@@ -51,6 +55,12 @@ impl From<FeedError> for mesh_core::Error {
                 "too many activities published; retry after the delay given",
                 retry_after,
             ),
+            FeedError::ArchiveBehind => mesh_core::Error::new(
+                mesh_core::error::Code::FailedPrecondition,
+                "ARCHIVE_BEHIND",
+                "the feed archive does not reach the channel history yet; retry when its consumers caught up",
+            )
+            .with_retry_after(Duration::from_secs(5)),
             FeedError::Unavailable(detail) => {
                 mesh_core::Error::unavailable("BACKEND_UNAVAILABLE", "the feed service is unavailable")
                     .with_source(anyhow::anyhow!(detail))
@@ -72,6 +82,7 @@ mod tests {
             (FeedError::Invalid(vec![FieldViolation::new("verb", "bad")]), Code::InvalidArgument, "INVALID_ARGUMENT"),
             (FeedError::PermissionDenied("no"), Code::PermissionDenied, "NOT_ALLOWED"),
             (FeedError::RateLimited { retry_after: Duration::from_secs(1) }, Code::ResourceExhausted, "RATE_LIMITED"),
+            (FeedError::ArchiveBehind, Code::FailedPrecondition, "ARCHIVE_BEHIND"),
             (FeedError::Unavailable("down".into()), Code::Unavailable, "BACKEND_UNAVAILABLE"),
         ];
         for (error, code, reason) in cases {

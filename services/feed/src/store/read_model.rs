@@ -54,8 +54,8 @@ pub trait ReadModel: Send + Sync + 'static {
 
     /// Applies `changes` (in order) and moves the watermark to `to`, if the watermark is
     /// still `expected`; with `reset` the feed is emptied first. `false` when another
-    /// projector moved the watermark meanwhile (nothing was changed). The feed is then
-    /// trimmed to its capacity, oldest first.
+    /// projector moved the watermark meanwhile (nothing was changed). Each add trims the
+    /// feed to its capacity, oldest first, so the entries never depend on the batching.
     fn apply<'a>(
         &'a self,
         tenant: &'a str,

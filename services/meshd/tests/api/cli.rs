@@ -119,6 +119,7 @@ async fn each_invalid_setting_exits_with_code_2_and_names_its_key() {
         (vec![], vec![dev, ("MESH__JOBS__MAX_ATTEMPTS", "0")], "jobs.max_attempts"),
         (vec![], vec![dev, ("MESH__JOBS__BACKOFF_JITTER", "2")], "jobs.backoff_jitter"),
         (vec![], vec![dev, ("MESH__JOBS__VISIBILITY_TIMEOUT", "soon")], "jobs.visibility_timeout"),
+        (vec![], vec![dev, ("MESH__JOBS__MAX_PAYLOAD", "65536")], "jobs.max_payload"),
         (vec![], vec![dev, ("MESH__STREAM__HISTORY_TTL", "0s")], "stream.history_ttl"),
         (vec![], vec![dev, ("MESH__STREAM__MAX_PAYLOAD_BYTES", "99999999")], "stream.max_payload_bytes"),
         (vec![], vec![dev, ("MESH__STREAM__HEARTBEAT_INTERVAL", "1ms")], "stream.heartbeat_interval"),
