@@ -34,9 +34,13 @@ pub enum HubEvent {
     /// subscriber.
     Publication(Arc<Publication>),
     /// Publications of this channel were lost while the feed was down and cannot be
-    /// replayed: the subscriber must report the gap.
-    Gap(ChannelKey),
+    /// replayed: the subscriber must report the gap. (Boxed: every subscriber queue
+    /// allocates a block of 32 events up front, so the event stays two words.)
+    Gap(Box<ChannelKey>),
 }
+
+// Two words: a subscriber's queue holds its first block of 32 events from the start.
+const _: () = assert!(std::mem::size_of::<HubEvent>() <= 16);
 
 /// The per-process fan-out point of the backbone.
 #[derive(Clone)]
@@ -361,7 +365,7 @@ impl ChannelEntry {
     /// subscriber seeds it again).
     fn report_gap(&mut self) {
         let key = self.key.clone();
-        self.subscribers.retain(|subscriber| send(subscriber, HubEvent::Gap(key.clone())));
+        self.subscribers.retain(|subscriber| send(subscriber, HubEvent::Gap(Box::new(key.clone()))));
         self.last = None;
     }
 }
