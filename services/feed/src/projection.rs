@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mesh_core::broker::{Epoch, Position};
+use mesh_core::broker::Position;
 use mesh_core::jobs::{Job, JobError, JobId, JobQueue, QueueName, Worker};
 use tokio_util::sync::CancellationToken;
 
@@ -58,9 +58,10 @@ pub struct FeedJob {
 }
 
 impl FeedJob {
-    /// The job id of `event`.
-    pub fn id(event: &FeedEvent) -> Result<JobId, JobError> {
+    /// The job id of `event` (event ids always make valid job ids; a failure is a fault).
+    pub fn id(event: &FeedEvent) -> Result<JobId, FeedError> {
         JobId::parse(&event.event_id())
+            .map_err(|error| FeedError::Unavailable(format!("no job id for a feed event: {error}")))
     }
 
     /// The payload of the job of an event appended at `positions` (global, then the
@@ -87,18 +88,7 @@ impl FeedJob {
         let tenant = std::str::from_utf8(tenant).map_err(|_| malformed("tenant"))?.to_owned();
         let positions = std::str::from_utf8(positions).map_err(|_| malformed("positions"))?;
         let event = FeedEvent::decode(event)?;
-        let fields: Vec<&str> = positions.split(':').collect();
-        let [global_offset, global_epoch, actor_offset, actor_epoch] = fields[..] else {
-            return Err(malformed("positions"));
-        };
-        let position = |offset: &str, epoch: &str| -> Result<Position, FeedError> {
-            let offset = offset.parse().map_err(|_| malformed("offset"))?;
-            Ok(Position { offset, epoch: Epoch(epoch.into()) })
-        };
-        let positions = vec![
-            (FeedName::Global, position(global_offset, global_epoch)?),
-            (FeedName::actor(event.actor()), position(actor_offset, actor_epoch)?),
-        ];
+        let positions = crate::store::positions(positions, event.actor())?;
         Ok(Self { tenant, archived: ArchivedEvent { event, positions } })
     }
 }
@@ -222,6 +212,8 @@ pub async fn archive(archive: &dyn FeedArchive, jobs: Vec<Job>) -> Vec<Result<()
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
+
+    use mesh_core::broker::Epoch;
 
     use super::*;
     use crate::domain::{Activity, ActivityId, NewActivity};

@@ -111,9 +111,23 @@ impl Fixture {
     }
 
     async fn publish(&self, tenant: &str, actor: &str) -> Activity {
-        let new = NewActivity::parse("post", Some(("post", "1")), "", []).unwrap();
-        let activity = Activity::new(ActivityId::generate(), tenant, actor, new, SystemTime::now());
-        self.store.publish(activity, None).await.unwrap().activity
+        publish_on(&*self.store, tenant, actor).await
+    }
+
+    /// A store and broker on the fixture's backend (and job queue) whose channels keep only
+    /// the newest `size` events.
+    fn short_history(&self, size: usize) -> (Arc<dyn ActivityStore>, Arc<dyn Broker>) {
+        let short = HistorySettings { size, ..HistorySettings::default() };
+        match &self.pool {
+            None => {
+                let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(short));
+                (Arc::new(MemoryActivityStore::new(broker.clone(), self.jobs.clone())), broker)
+            }
+            Some(pool) => (
+                Arc::new(RedisActivityStore::new(pool.clone(), short)),
+                Arc::new(RedisBroker::new(pool.clone(), short)),
+            ),
+        }
     }
 
     /// Every id of `feed`, newest first, paging `page` at a time.
@@ -127,6 +141,13 @@ impl Fixture {
             ids.extend(slice.entries.into_iter().map(|(_, id)| id));
         }
     }
+}
+
+/// Publishes an activity of `actor` in `tenant` through `store`.
+async fn publish_on(store: &dyn ActivityStore, tenant: &str, actor: &str) -> Activity {
+    let new = NewActivity::parse("post", Some(("post", "1")), "", []).unwrap();
+    let activity = Activity::new(ActivityId::generate(), tenant, actor, new, SystemTime::now());
+    store.publish(activity, None).await.unwrap().activity
 }
 
 fn position(offset: u64) -> Position {
@@ -292,9 +313,7 @@ async fn a_feed_whose_history_expired_keeps_its_entries_and_goes_on(fixture: Fix
     };
     let mut after = Vec::new();
     for _ in 0..2 {
-        let new = NewActivity::parse("post", Some(("post", "1")), "", []).unwrap();
-        let activity = Activity::new(ActivityId::generate(), "acme", "alice", new, SystemTime::now());
-        after.push(store.publish(activity, None).await.unwrap().activity.id);
+        after.push(publish_on(&*store, "acme", "alice").await.id);
     }
     fixture.projector_of(broker, fixture.models.clone(), 2000).catch_up("acme", &FeedName::Global).await.unwrap();
     let expected: Vec<ActivityId> = after.into_iter().rev().chain(before.into_iter().rev()).collect();
@@ -379,23 +398,9 @@ async fn a_rebuild_uses_the_archives_unbroken_run_and_history_for_the_rest(fixtu
 }
 
 async fn a_rebuild_refuses_while_the_archive_is_behind_history(fixture: Fixture) {
-    // A broker (and store) keeping only the newest 50 events of a channel.
-    let short = HistorySettings { size: 50, ..HistorySettings::default() };
-    let (store, broker): (Arc<dyn ActivityStore>, Arc<dyn Broker>) = match &fixture.pool {
-        None => {
-            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(short));
-            (Arc::new(MemoryActivityStore::new(broker.clone(), fixture.jobs.clone())), broker)
-        }
-        Some(pool) => {
-            (Arc::new(RedisActivityStore::new(pool.clone(), short)), Arc::new(RedisBroker::new(pool.clone(), short)))
-        }
-    };
+    let (store, broker) = fixture.short_history(50);
     for _ in 0..200 {
-        let new = NewActivity::parse("post", Some(("post", "1")), "", []).unwrap();
-        store
-            .publish(Activity::new(ActivityId::generate(), "acme", "alice", new, SystemTime::now()), None)
-            .await
-            .unwrap();
+        publish_on(&*store, "acme", "alice").await;
     }
     let projector = fixture.projector_of(broker, fixture.models.clone(), 50);
     projector.catch_up("acme", &FeedName::Global).await.unwrap();
@@ -446,31 +451,16 @@ async fn flushed_read_models_rebuild_from_the_archive_identically(fixture: Fixtu
 }
 
 async fn a_feed_behind_its_history_is_rebuilt_from_the_archive(fixture: Fixture) {
-    // A broker (and store) keeping only the newest 50 events of a channel.
-    let short = HistorySettings { size: 50, ..HistorySettings::default() };
-    let (store, broker): (Arc<dyn ActivityStore>, Arc<dyn Broker>) = match &fixture.pool {
-        None => {
-            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(short));
-            (Arc::new(MemoryActivityStore::new(broker.clone(), fixture.jobs.clone())), broker)
-        }
-        Some(pool) => {
-            (Arc::new(RedisActivityStore::new(pool.clone(), short)), Arc::new(RedisBroker::new(pool.clone(), short)))
-        }
-    };
-    let publish = |store: Arc<dyn ActivityStore>| async move {
-        let new = NewActivity::parse("post", Some(("post", "1")), "", []).unwrap();
-        let activity = Activity::new(ActivityId::generate(), "acme", "alice", new, SystemTime::now());
-        store.publish(activity, None).await.unwrap().activity.id
-    };
+    let (store, broker) = fixture.short_history(50);
     let projector = fixture.projector_of(broker, fixture.models.clone(), 50);
     let mut ids = Vec::new();
     for _ in 0..10 {
-        ids.push(publish(store.clone()).await);
+        ids.push(publish_on(&*store, "acme", "alice").await.id);
     }
     projector.catch_up("acme", &FeedName::Global).await.unwrap();
     // 290 more while the model stands still: history no longer reaches its watermark.
     for _ in 0..290 {
-        ids.push(publish(store.clone()).await);
+        ids.push(publish_on(&*store, "acme", "alice").await.id);
     }
     fixture.archive_all().await;
     projector.catch_up("acme", &FeedName::Global).await.unwrap();

@@ -54,7 +54,7 @@ impl MemoryActivityStore {
             let position = self.broker.publish(&channel, payload.clone()).await.map_err(broker_error)?;
             positions.push((feed, position));
         }
-        let id = FeedJob::id(event).map_err(|error| FeedError::Unavailable(error.to_string()))?;
+        let id = FeedJob::id(event)?;
         let job = FeedJob::payload(tenant, &positions, &payload);
         self.jobs.enqueue(&feed_queue(), &id, job).await.map_err(|error| FeedError::Unavailable(error.to_string()))?;
         Ok(positions)

@@ -101,6 +101,21 @@ fn unavailable(error: ::redis::RedisError) -> FeedError {
 /// The message of deleting another actor's activity without `admin`.
 const NOT_YOURS: &str = "only its actor, or a token with the admin scope, may delete this activity";
 
+/// Reads `<g offset>:<g epoch>:<a offset>:<a epoch>` (what the Redis scripts reply and
+/// feed jobs carry) into the positions of `actor`'s feeds; malformed text is a backend fault.
+pub(crate) fn positions(raw: &str, actor: &str) -> Result<Vec<(FeedName, Position)>, FeedError> {
+    let bad = || FeedError::Unavailable(format!("malformed positions: {raw}"));
+    let parts: Vec<&str> = raw.split(':').collect();
+    let [g_offset, g_epoch, a_offset, a_epoch] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let position = |offset: &str, epoch: &str| -> Result<Position, FeedError> {
+        Ok(Position { offset: offset.parse().map_err(|_| bad())?, epoch: mesh_core::broker::Epoch(epoch.into()) })
+    };
+    let [global, own] = feeds_of(actor);
+    Ok(vec![(global, position(g_offset, g_epoch)?), (own, position(a_offset, a_epoch)?)])
+}
+
 /// The feeds an event of `actor` goes to, in order.
 fn feeds_of(actor: &str) -> [FeedName; 2] {
     [FeedName::Global, FeedName::actor(actor)]

@@ -13,7 +13,6 @@
 //! A script writes its own keys and the two channels' keys, which carry the channels' hash
 //! tags: standalone Redis runs it atomically (see `RedisBroker::publish_lua` for Cluster).
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use mesh_core::backend::RedisPool;
@@ -23,7 +22,7 @@ use mesh_core::jobs::RedisJobQueue;
 use mesh_core::request_id::{REQUEST_ID_TTL, RequestId};
 use redis::Script;
 
-use super::{ActivityStore, BoxFuture, Deleter, NOT_YOURS, Published, connection, feeds_of, unavailable};
+use super::{ActivityStore, BoxFuture, Deleter, NOT_YOURS, Published, connection, feeds_of, positions, unavailable};
 use crate::domain::{Activity, ActivityId, FeedError, FeedEvent, FeedName, Tombstone};
 use crate::projection::{FeedJob, feed_queue};
 
@@ -100,9 +99,7 @@ pub(super) fn too_large(size: usize, limit: usize) -> FeedError {
 
 /// The job id of `event`, as the script's argument.
 fn job_id(event: &FeedEvent) -> Result<String, FeedError> {
-    FeedJob::id(event)
-        .map(|id| id.as_str().to_owned())
-        .map_err(|error| FeedError::Unavailable(format!("no job id for a feed event: {error}")))
+    FeedJob::id(event).map(|id| id.as_str().to_owned())
 }
 
 fn record_key(tenant: &str, id: &ActivityId) -> String {
@@ -111,20 +108,6 @@ fn record_key(tenant: &str, id: &ActivityId) -> String {
 
 fn request_key(tenant: &str, actor: &str, request_id: &RequestId) -> String {
     format!("t:{tenant}:feed:request:{actor}:{request_id}")
-}
-
-/// Reads `<g offset>:<g epoch>:<a offset>:<a epoch>` into the positions of `actor`'s feeds.
-fn positions(raw: &str, actor: &str) -> Result<Vec<(FeedName, Position)>, FeedError> {
-    let bad = || FeedError::Unavailable(format!("malformed positions from the store: {raw}"));
-    let parts: Vec<&str> = raw.split(':').collect();
-    let [g_offset, g_epoch, a_offset, a_epoch] = parts.as_slice() else {
-        return Err(bad());
-    };
-    let position = |offset: &str, epoch: &str| -> Result<Position, FeedError> {
-        Ok(Position { offset: offset.parse().map_err(|_| bad())?, epoch: Epoch(Arc::from(epoch)) })
-    };
-    let [global, own] = feeds_of(actor);
-    Ok(vec![(global, position(g_offset, g_epoch)?), (own, position(a_offset, a_epoch)?)])
 }
 
 fn decode_record(raw: &str) -> Result<Activity, FeedError> {
