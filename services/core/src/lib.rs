@@ -8,7 +8,10 @@
 //! - [`transport`]: everything that knows gRPC/HTTP: the error-to-`Status` mapping, the
 //!   auth layer, the per-RPC layer (tracing span, shutdown of open streams), HTTP/2 limits.
 //! - [`broker`]: the streaming backbone: positions, bounded history, live fan-out.
+//! - [`documents`]: the document store (memory, Firestore) and its Redis read-through cache.
+//! - [`backoff`]: exponential backoff with jitter.
 //! - [`jobs`]: the job queue (memory, Redis Streams): at-least-once, retries, dead letters.
+//! - [`sealed`]: opaque, authenticated tokens (page tokens) bound to their context.
 //! - [`request_id`]: the idempotency key of create calls (AIP-155).
 //! - [`backend`]: health probes of I/O backends (memory and Redis).
 //! - [`telemetry`]: the tracing subscriber (readable or JSON logs).
@@ -18,11 +21,14 @@
 
 pub mod auth;
 pub mod backend;
+pub mod backoff;
 pub mod broker;
 pub mod config;
+pub mod documents;
 pub mod error;
 pub mod jobs;
 pub mod request_id;
+pub mod sealed;
 pub mod telemetry;
 pub mod transport;
 

@@ -185,6 +185,15 @@ impl App {
         if selected("feed") {
             routes.add_service(crate::feed::start(&self.settings, &backbone, &mut tasks, &background)?);
         }
+        let mut blob_routes = None;
+        if selected("storage") {
+            let documents = crate::storage::documents(&self.settings, &backbone).await?;
+            let listen = listener.local_addr()?;
+            let storage =
+                crate::storage::start(&self.settings, &backbone, documents, listen, &mut tasks, &background)?;
+            routes.add_service(storage.server);
+            blob_routes = storage.routes;
+        }
         if server_settings.reflection {
             add_reflection(&mut routes, &self.grpc_service_names(), &server_settings)?;
         }
@@ -196,8 +205,11 @@ impl App {
             .layer(RpcLayer::new(end_streams.clone()))
             .layer(auth_layer)
             .service(routes.routes());
-        let routes =
-            Routes::from(crate::http::router(self.grpc_service_names(), &self.verifier.jwks()).fallback_service(grpc));
+        let mut http = crate::http::router(self.grpc_service_names(), &self.verifier.jwks());
+        if let Some(blobs) = blob_routes {
+            http = http.merge(blobs);
+        }
+        let routes = Routes::from(http.fallback_service(grpc));
 
         let drain = server_settings.drain_timeout;
         let plan = ShutdownPlan { reporter, targets, monitor, stopping: stopping.clone(), end_streams, drain };

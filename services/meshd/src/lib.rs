@@ -13,6 +13,8 @@
 //! - [`feed`]: wiring of the Feed service (stores, read models, archive, projector, job
 //!   consumers, limits).
 //! - [`auth`]: wiring of the Auth service (stores, hasher, issuer, in-process Session client).
+//! - [`storage`]: wiring of the document store (memory, Firestore behind the Redis cache) and
+//!   the Storage service (blobs, signed-URL routes, cleanup of abandoned uploads).
 //!
 //! Wiring happens here and nowhere else: no globals, no service locator.
 
@@ -26,5 +28,6 @@ pub mod health;
 pub mod http;
 pub mod registry;
 pub mod session;
+pub mod storage;
 
 pub use app::{App, StartupError};

@@ -22,6 +22,7 @@ pub const AVAILABLE: &[ServiceEntry] = &[
     ServiceEntry { name: "session", grpc_names: &[mesh_proto::service_names::SESSION_V1] },
     ServiceEntry { name: "auth", grpc_names: &[mesh_proto::service_names::AUTH_V1] },
     ServiceEntry { name: "feed", grpc_names: &[mesh_proto::service_names::FEED_V1] },
+    ServiceEntry { name: "storage", grpc_names: &[mesh_proto::service_names::STORAGE_V1] },
 ];
 
 /// The services to run for the `services` setting: all of them when it is empty.

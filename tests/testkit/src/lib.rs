@@ -4,6 +4,9 @@
 //!   stopped on drop; it can be stopped and restarted on the same port for fault tests.
 //! - [`PostgresServer`]: a private PostgreSQL cluster (`initdb` in a temp dir, `postgres` on
 //!   a free loopback port), removed on drop; stop and restart keep its data, for outage tests.
+//! - [`FirestoreEmulator`]: a private Firestore emulator (the npm package
+//!   `@firestore-emulator/server`, run by `node`) on a free loopback port, stopped on drop; it
+//!   can be stopped and restarted on the same port (empty again: it keeps data in memory only).
 //! - [`TestApp`]: meshd booted in-process on `127.0.0.1:0` with test settings, typed
 //!   clients, and a signing key for test tokens.
 //!
@@ -12,6 +15,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod firestore;
 pub mod postgres;
 pub mod redis;
 mod server_process;
@@ -19,6 +23,7 @@ pub mod status;
 pub mod wait;
 
 pub use app::TestApp;
+pub use firestore::FirestoreEmulator;
 pub use postgres::PostgresServer;
 pub use redis::RedisServer;
 pub use wait::eventually;

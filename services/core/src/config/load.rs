@@ -418,17 +418,8 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
     check_between("feed.publish_rate", u64::from(feed.publish_rate), 1, 1_000_000)?;
     check_between("feed.publish_burst", u64::from(feed.publish_burst), 1, 1_000_000)?;
     check_between("feed.max_streams_per_caller", feed.max_streams_per_caller as u64, 1, 10_000)?;
-    if let Some(key) = &feed.page_token_key {
-        use base64::Engine as _;
-        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key.expose().as_bytes());
-        if decoded.map(|bytes| bytes.len()) != Ok(32) {
-            return Err(ConfigError::new(
-                "feed.page_token_key",
-                "the value is not 32 bytes of URL-safe base64 (it is not echoed: it is a secret)",
-                "43 characters of URL-safe base64 without padding, e.g. from `head -c32 /dev/urandom | basenc --base64url | tr -d =`",
-            ));
-        }
-    }
+    check_key("feed.page_token_key", feed.page_token_key.as_ref())?;
+    validate_storage(settings)?;
     for (index, name) in settings.services.iter().enumerate() {
         if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'-') {
             return Err(ConfigError::new(
@@ -439,6 +430,68 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// A secret key setting: 32 bytes of URL-safe base64 without padding.
+fn check_key(key: &str, value: Option<&super::Secret<String>>) -> Result<(), ConfigError> {
+    use base64::Engine as _;
+    let Some(value) = value else { return Ok(()) };
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value.expose().as_bytes());
+    if decoded.map(|bytes| bytes.len()) != Ok(32) {
+        return Err(ConfigError::new(
+            key,
+            "the value is not 32 bytes of URL-safe base64 (it is not echoed: it is a secret)",
+            "43 characters of URL-safe base64 without padding, e.g. from `head -c32 /dev/urandom | basenc --base64url | tr -d =`",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_storage(settings: &Settings) -> Result<(), ConfigError> {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    if let Err(message) = settings.documents.cache.validate() {
+        let field = message.split_whitespace().next().unwrap_or_default();
+        return Err(ConfigError::new(format!("documents.cache.{field}"), message.clone(), "a value within the range the message gives"));
+    }
+    if let Some(firestore) = &settings.documents.firestore
+        && firestore.project_id.trim().is_empty()
+    {
+        return Err(ConfigError::new("documents.firestore.project_id", "it is empty", "the Google Cloud project id"));
+    }
+    let storage = &settings.storage;
+    check_key("storage.signing_key", storage.signing_key.as_ref())?;
+    check_key("storage.page_token_key", storage.page_token_key.as_ref())?;
+    check_range("storage.upload_url_ttl", storage.upload_url_ttl, Duration::from_secs(1), 7 * DAY)?;
+    check_range("storage.download_url_ttl", storage.download_url_ttl, Duration::from_secs(1), 7 * DAY)?;
+    check_range("storage.cleanup_grace", storage.cleanup_grace, Duration::ZERO, 30 * DAY)?;
+    check_range("storage.cleanup_interval", storage.cleanup_interval, Duration::from_millis(10), DAY)?;
+    if let Some(url) = &storage.public_url
+        && !(is_origin(url.trim_end_matches('/')) || url.parse::<http::Uri>().is_ok_and(|uri| uri.scheme().is_some() && uri.host().is_some()))
+    {
+        return Err(ConfigError::new("storage.public_url", format!("`{url}` is not a URL"), "a base URL such as https://files.example.com"));
+    }
+    let limits = std::iter::once(("storage.limits".to_owned(), &storage.limits))
+        .chain(storage.tenant_limits.iter().map(|(tenant, limits)| (format!("storage.tenant_limits.{tenant}"), limits)));
+    for (key, limits) in limits {
+        if limits.content_types.is_empty() {
+            return Err(ConfigError::new(format!("{key}.content_types"), "it is empty: nothing could be uploaded", "MIME types such as image/png, image/* or */*"));
+        }
+        if let Some(bad) = limits.content_types.iter().find(|pattern| pattern.split_once('/').is_none_or(|(kind, sub)| kind.is_empty() || sub.is_empty())) {
+            return Err(ConfigError::new(format!("{key}.content_types"), format!("`{bad}` is not a MIME type pattern"), "MIME types such as image/png, image/* or */*"));
+        }
+    }
+    let bucket = |key: &str, bucket: &str| {
+        if bucket.trim().is_empty() {
+            Err(ConfigError::new(key, "it is empty", "the bucket that holds the files"))
+        } else {
+            Ok(())
+        }
+    };
+    match storage.blobs {
+        super::BlobBackend::S3 => bucket("storage.s3.bucket", &storage.s3.bucket),
+        super::BlobBackend::Gcs => bucket("storage.gcs.bucket", &storage.gcs.bucket),
+        super::BlobBackend::Local | super::BlobBackend::Memory => Ok(()),
+    }
 }
 
 fn validate_session(session: &super::SessionSettings) -> Result<(), ConfigError> {

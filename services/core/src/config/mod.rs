@@ -7,6 +7,7 @@
 
 mod load;
 mod secret;
+mod storage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, Overrides, Sources, load};
 pub use secret::Secret;
+pub use storage::{BlobBackend, DocumentsSettings, GcsSettings, S3Settings, StorageSettings, UploadLimits};
 
 /// Everything `meshd` reads at start-up.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +46,10 @@ pub struct Settings {
     pub session: SessionSettings,
     /// The Feed service: publication rate, streams per caller, page tokens.
     pub feed: FeedSettings,
+    /// The document store (memory or Firestore) and its Redis cache.
+    pub documents: DocumentsSettings,
+    /// The Storage service: blobs, signed URLs, upload limits.
+    pub storage: StorageSettings,
 }
 
 impl Default for Settings {
@@ -59,6 +65,8 @@ impl Default for Settings {
             jobs: crate::jobs::JobQueueSettings::default(),
             session: SessionSettings::default(),
             feed: FeedSettings::default(),
+            documents: DocumentsSettings::default(),
+            storage: StorageSettings::default(),
         }
     }
 }

@@ -80,24 +80,18 @@ impl JobQueueSettings {
     /// The backoff after failed attempt `attempt` (1-based), before jitter:
     /// `min(cap, base * factor^(attempt - 1))`.
     pub fn backoff_ceiling(&self, attempt: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(64) as i32;
-        let factor = if self.backoff_factor.is_finite() { self.backoff_factor.max(1.0) } else { 1.0 };
-        let seconds = self.backoff_base.as_secs_f64() * factor.powi(exponent);
-        let cap = self.backoff_cap.max(self.backoff_base);
-        if !seconds.is_finite() || seconds >= cap.as_secs_f64() { cap } else { Duration::from_secs_f64(seconds) }
+        crate::backoff::ceiling(self.backoff_base, self.backoff_factor, self.backoff_cap, attempt)
     }
 
     /// The backoff after failed attempt `attempt`, with jitter drawn from `unit` (a number
     /// in `[0, 1)`): `ceiling * (1 - jitter * unit)`.
     pub fn backoff_delay_with(&self, attempt: u32, unit: f64) -> Duration {
-        let jitter = self.backoff_jitter.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0);
-        self.backoff_ceiling(attempt).mul_f64(1.0 - jitter)
+        crate::backoff::jittered(self.backoff_ceiling(attempt), self.backoff_jitter, unit)
     }
 
     /// The backoff after failed attempt `attempt`, with random jitter.
     pub fn backoff_delay(&self, attempt: u32) -> Duration {
-        use rand::Rng;
-        self.backoff_delay_with(attempt, rand::thread_rng().r#gen::<f64>())
+        self.backoff_delay_with(attempt, crate::backoff::unit())
     }
 
     /// `max_attempts`, at least 1.

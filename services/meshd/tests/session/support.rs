@@ -12,7 +12,6 @@ use pb::watch_session_response::Event;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
-use tonic_types::StatusExt;
 
 /// Longest a test waits for one stream message before it fails (a guard, not a timing).
 const STREAM_GUARD: Duration = Duration::from_secs(30);
@@ -151,16 +150,9 @@ pub async fn next_change(stream: &mut Streaming<pb::WatchSessionResponse>) -> pb
 
 pub use mesh_testkit::status::reason;
 
-/// The ErrorInfo metadata value `key` of `status`.
-pub fn metadata(status: &Status, key: &str) -> Option<String> {
-    status.get_details_error_info().and_then(|info| info.metadata.get(key).cloned())
-}
+pub use mesh_testkit::status::error_metadata as metadata;
 
-/// The fields named by the BadRequest of `status`.
-pub fn violated_fields(status: &Status) -> Vec<String> {
-    let bad_request = status.get_details_bad_request().unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
-    bad_request.field_violations.into_iter().map(|violation| violation.field).collect()
-}
+pub use mesh_testkit::status::violated_fields;
 
 /// A fresh user name, so tests on one Redis never meet each other's sessions.
 pub fn user() -> String {
