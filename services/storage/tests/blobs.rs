@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// `max_upload_bytes` of the routes under test.
-const LIMIT: u64 = 64 * 1024;
+const LIMIT: u64 = 4 * 1024 * 1024;
 const TTL: Duration = Duration::from_secs(300);
 
 /// Runs each check against the memory and the local-folder store: `memory::check` and
@@ -48,6 +48,7 @@ macro_rules! conformance {
 conformance!(
     an_uploaded_file_downloads_as_an_attachment_with_its_type,
     an_empty_file_uploads_and_downloads,
+    a_body_of_several_parts_is_stored_whole,
     a_deleted_object_is_gone_and_its_download_is_404,
     a_tampered_signature_is_refused,
     an_expired_url_is_refused,
@@ -96,7 +97,7 @@ struct Fixture {
     client: Client<HttpConnector, Body>,
     server: JoinHandle<()>,
     /// The local folder's root (kept for the life of the test).
-    _dir: Option<TempDir>,
+    dir: Option<TempDir>,
 }
 
 impl Drop for Fixture {
@@ -119,6 +120,8 @@ enum Sent {
     /// With `Transfer-Encoding: chunked`, no `Content-Length`: lets a client send a different
     /// number of bytes than it signed for.
     Chunked(Vec<u8>),
+    /// Headers only: the body never comes (for refusals that must not wait for it).
+    Withheld,
 }
 
 impl Fixture {
@@ -137,7 +140,7 @@ impl Fixture {
         let routes = blobs.routes(gate.clone(), LIMIT).expect("meshd serves the memory and local stores");
         let server = tokio::spawn(async move { axum::serve(listener, routes).await.unwrap() });
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Self { blobs, gate, client, server, _dir: dir }
+        Self { blobs, gate, client, server, dir }
     }
 
     async fn request(&self, method: Method, url: &str, headers: &[(String, String)], body: Sent) -> Reply {
@@ -151,6 +154,7 @@ impl Fixture {
                 let frames = bytes.chunks(1000).map(|chunk| Ok(Frame::data(Bytes::copy_from_slice(chunk))));
                 StreamBody::new(tokio_stream::iter(frames.collect::<Vec<_>>())).boxed()
             }
+            Sent::Withheld => StreamBody::new(tokio_stream::pending::<Result<Frame<Bytes>, Infallible>>()).boxed(),
         };
         let response = self.client.request(request.body(body).unwrap()).await.unwrap();
         let (parts, body) = response.into_parts();
@@ -233,6 +237,18 @@ async fn an_empty_file_uploads_and_downloads(app: Fixture) {
     let reply = app.get(&signed.url).await;
     assert_eq!((reply.status, reply.body.len()), (StatusCode::OK, 0));
     assert_eq!(header(&reply, "content-disposition"), "attachment; filename=\"empty.txt\"");
+}
+
+async fn a_body_of_several_parts_is_stored_whole(app: Fixture) {
+    // the store receives bodies in parts of 1 MiB
+    let file = path("acme", "big");
+    let bytes = sample(2_500_000);
+
+    assert_eq!(app.upload(&file, &bytes).await.status, StatusCode::OK);
+
+    assert_eq!(app.blobs.sha256_hex(&file).await.unwrap(), Some(hex::encode(Sha256::digest(&bytes))));
+    let signed = app.blobs.download_url(&file, "big.bin", "application/octet-stream", TTL).await.unwrap();
+    assert_eq!(app.get(&signed.url).await.body, bytes);
 }
 
 async fn a_deleted_object_is_gone_and_its_download_is_404(app: Fixture) {
@@ -418,9 +434,11 @@ async fn of_two_concurrent_puts_exactly_one_lands(app: Fixture) {
 
 async fn a_declared_size_over_the_server_limit_is_refused_with_413(app: Fixture) {
     let file = path("acme", "f1");
-    let bytes = sample(LIMIT as usize + 1);
+    let over = UploadSpec { content_type: "application/octet-stream".to_owned(), size: LIMIT + 1, sha256: None };
+    let signed = app.blobs.upload_url(&file, &over, TTL).await.unwrap();
 
-    let reply = app.upload(&file, &bytes).await;
+    // refused on the headers, before any byte of the body is read
+    let reply = app.put(&signed.url, &signed.headers, Sent::Withheld).await;
 
     assert_refused(&reply, StatusCode::PAYLOAD_TOO_LARGE);
     app.assert_nothing_stored(&file).await;
@@ -450,7 +468,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refused_uploads_leave_no_file_in_the_local_folder() {
     let app = Fixture::start(Kind::LocalFolder).await;
-    let root = app._dir.as_ref().unwrap().path().join("blobs");
+    let root = app.dir.as_ref().unwrap().path().join("blobs");
     let file = path("acme", "f1");
     let signed = app.blobs.upload_url(&file, &spec_of(&sample(5000)), TTL).await.unwrap();
     let chunked: Vec<_> = signed.headers.iter().filter(|(name, _)| name != "Content-Length").cloned().collect();

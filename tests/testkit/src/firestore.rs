@@ -20,11 +20,19 @@
 //!
 //! `Commit`, `BatchGetDocuments`, `RunQuery`, `RunAggregationQuery`, `BeginTransaction`, `Rollback` and `Listen`.
 //! The single-document RPCs (`GetDocument`, `CreateDocument`, `UpdateDocument`, `DeleteDocument`, `ListDocuments`)
-//! and `BatchWrite`, `Write`, `PartitionQuery` and `ListCollectionIds` are not implemented: code under test must
-//! read with `BatchGetDocuments` and write with `Commit`. It is not a faithful Firestore either: `Commit` applies
-//! its writes one by one (a failed precondition leaves the earlier writes applied), only `exists` preconditions are
-//! checked (`update_time` ones are ignored), timestamps have millisecond precision and queries ignore cursors and
-//! `offset`. Tests that depend on those must not rely on this emulator.
+//! and `BatchWrite`, `Write`, `PartitionQuery` and `ListCollectionIds` fail with `Unknown`: code under test must
+//! read with `BatchGetDocuments` and write with `Commit` (the `firestore` crate's `ping` uses `GetDocument`). It is
+//! not a faithful Firestore either (`tests/firestore_emulator.rs` pins these down):
+//!
+//! - `Commit` applies its writes one by one: a failed precondition leaves the earlier writes applied.
+//! - Only `exists` preconditions are checked; `update_time` ones are ignored. Transaction ids are not checked and
+//!   transactions isolate nothing.
+//! - A write without a mask merges into the document instead of replacing it.
+//! - Integers beyond ±(2^53 - 1) are refused (`Unknown`); commit and update times have millisecond precision.
+//! - Queries honour equality filters, `order_by` on top-level fields and `limit` (and implement range, `in` and
+//!   array filters, which the tests do not cover), but ignore cursors, `offset`, ordering by `__name__` and
+//!   `all_descendants` (a collection-group query sees only the collection directly under its parent); dotted field
+//!   paths fail.
 //!
 //! # Ports
 //!
@@ -276,7 +284,7 @@ async fn launch(node: &Path, script: &Path, dir: &Path, port: u16) -> Result<(Ch
         .arg(script)
         .arg(port.to_string())
         .current_dir(dir)
-        // the emulator exits when this pipe closes: when the `Child` is dropped, or this process dies
+        // the emulator exits when this pipe closes: when the harness drops its end, or this process dies
         .stdin(Stdio::piped())
         .stdout(output)
         .stderr(stderr)
@@ -422,5 +430,27 @@ impl LaunchLog {
     fn since_launch(&self) -> String {
         let text = read_from(&self.path, self.start);
         if text.trim().is_empty() { String::from("(empty)") } else { text }
+    }
+}
+
+// These tests start real emulators, unlike the I/O-free unit tests elsewhere: they check `launch`, which is private,
+// and this module's whole job is I/O.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, TcpListener};
+
+    #[tokio::test]
+    async fn a_port_taken_by_another_listener_is_reported_as_in_use() -> anyhow::Result<()> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let dir = tempfile::tempdir()?;
+        match launch(&node_binary(), &emulator_script()?, dir.path(), listener.local_addr()?.port()).await {
+            Ok(_) => anyhow::bail!("launch succeeded on a taken port"),
+            Err(LaunchError::Fatal(error)) => anyhow::bail!("expected port in use, got: {error:#}"),
+            Err(LaunchError::PortInUse(error)) => {
+                assert!(format!("{error:#}").contains("EADDRINUSE"), "{error:#}");
+                Ok(())
+            }
+        }
     }
 }

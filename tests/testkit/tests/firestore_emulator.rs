@@ -140,7 +140,7 @@ async fn a_batch_get_answers_each_name_in_order_with_the_document_or_missing() -
 }
 
 #[tokio::test]
-async fn a_query_filters_on_equality_orders_and_limits_within_its_parent() -> anyhow::Result<()> {
+async fn a_query_filters_on_equality_orders_and_limits_within_its_parent_but_ignores_cursors() -> anyhow::Result<()> {
     let emulator = FirestoreEmulator::start().await?;
     let db = connect(&emulator).await?;
     let file = |tenant: &str, id: &str, owner: &str, size: i64| {
@@ -167,6 +167,12 @@ async fn a_query_filters_on_equality_orders_and_limits_within_its_parent() -> an
     assert_eq!(ids(&first_two), ["f1", "f3"]);
     assert_eq!(ids(&descending), ["f4", "f3", "f1"]);
     assert_eq!(all[0].fields.get("size"), Some(&integer(1)));
+
+    // a `start_after` cursor (size 1, then name f1) is ignored: Firestore would answer f3, f4
+    let mut after_first = files_of("alice", Direction::Ascending, None);
+    let values = vec![integer(1), reference(&file_name(&db, "t1", "f1"))];
+    after_first.start_at = Some(Cursor { values, before: false });
+    assert_eq!(ids(&run_query(&db, &parent, after_first).await?), ["f1", "f3", "f4"]);
     Ok(())
 }
 
@@ -312,14 +318,18 @@ async fn the_emulator_departs_from_firestore_in_ways_a_backend_must_not_rely_on(
     };
     db.client().get().commit(request).await?;
 
-    // queries ignore cursors and offsets, and break ties by first use of the name, not by `__name__`
+    // queries ignore offsets, and break ties by first use of the name, not by `__name__` (cursors: see above)
     commit(&db, vec![set(&file_name(&db, "t2", "y"), &[], None), set(&file_name(&db, "t2", "x"), &[], None)]).await?;
     let mut query = files_of("", Direction::Ascending, None);
     query.r#where = None;
-    query.start_at = Some(Cursor { values: vec![reference(&file_name(&db, "t2", "y"))], before: false });
     query.offset = 1;
     let listed = run_query(&db, &tenant_parent(&db, "t2"), query).await?;
     assert_eq!(ids(&listed), ["y", "x"]);
+    // and a collection-group query sees only the collection directly under its parent
+    let mut group = files_of("", Direction::Ascending, None);
+    group.r#where = None;
+    group.from[0].all_descendants = true;
+    assert_eq!(ids(&run_query(&db, db.get_documents_path(), group).await?), Vec::<&str>::new());
 
     // the single-document RPCs (here GetDocument, behind `ping`) are not implemented
     let error = db.ping().await.expect_err("GetDocument is not implemented");

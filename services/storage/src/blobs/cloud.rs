@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderName, HeaderValue, Method};
-use object_store::path::Path as StorePath;
 use object_store::signer::{SignedUrlOptions, Signer};
 
 use super::disposition::attachment;
@@ -60,8 +59,7 @@ pub(crate) async fn upload_url(
     let url = sign(signer, Method::PUT, path, ttl, &options).await?;
     // Content-Length is not part of the signature but the request must carry it (S3 and GCS
     // refuse chunked uploads to signed URLs)
-    let mut headers: Vec<(String, String)> =
-        signed.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+    let mut headers: Vec<(String, String)> = signed.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
     headers.insert(1, ("Content-Length".to_owned(), spec.size.to_string()));
     Ok(SignedUrl { url, expires_at: SystemTime::now() + ttl, headers })
 }
@@ -90,8 +88,8 @@ async fn sign(
     ttl: Duration,
     options: &SignedUrlOptions,
 ) -> Result<String, BlobError> {
-    let key = StorePath::from(path.as_str());
-    let url = signer.signed_url_opts(method, &key, ttl, options).await.map_err(BlobError::unavailable)?;
+    let url =
+        signer.signed_url_opts(method, &path.to_store_path(), ttl, options).await.map_err(BlobError::unavailable)?;
     Ok(url.into())
 }
 

@@ -36,7 +36,7 @@ use super::upload::{Committed, Refused, receive};
 /// The routes over `store`, accepting URLs signed by `signing`.
 pub(crate) fn routes(
     store: Arc<dyn ObjectStore>,
-    signing: LocalSigning,
+    signing: Arc<LocalSigning>,
     gate: Arc<dyn UploadGate>,
     max_upload_bytes: u64,
 ) -> Router {
@@ -46,7 +46,7 @@ pub(crate) fn routes(
 
 struct RouteState {
     store: Arc<dyn ObjectStore>,
-    signing: LocalSigning,
+    signing: Arc<LocalSigning>,
     gate: Arc<dyn UploadGate>,
     max_upload_bytes: u64,
 }
@@ -108,7 +108,9 @@ async fn upload(
         Ok(staged) => staged,
         Err(Refused::TooLarge) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body longer than the signed size"),
         Err(Refused::Incomplete) => return refuse(StatusCode::BAD_REQUEST, "body shorter than the signed size"),
-        Err(Refused::ChecksumMismatch) => return refuse(StatusCode::BAD_REQUEST, "body does not match the signed sha256"),
+        Err(Refused::ChecksumMismatch) => {
+            return refuse(StatusCode::BAD_REQUEST, "body does not match the signed sha256");
+        }
         Err(Refused::Store(error)) => return store_failed(path, &error),
     };
     // the file may have been deleted while the body streamed in

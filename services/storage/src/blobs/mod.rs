@@ -183,7 +183,12 @@ impl Blobs {
 
     /// A URL that accepts one PUT of exactly the bytes `spec` describes to `path`, for `ttl`
     /// (at most [`MAX_URL_TTL`]; zero gives a URL that has already expired).
-    pub async fn upload_url(&self, path: &ObjectPath, spec: &UploadSpec, ttl: Duration) -> Result<SignedUrl, BlobError> {
+    pub async fn upload_url(
+        &self,
+        path: &ObjectPath,
+        spec: &UploadSpec,
+        ttl: Duration,
+    ) -> Result<SignedUrl, BlobError> {
         check_content_type(&spec.content_type)?;
         check_ttl(ttl)?;
         if let Some(sha256) = &spec.sha256
@@ -259,12 +264,9 @@ impl Blobs {
     /// GCS, whose URLs point at the bucket.
     pub fn routes(&self, gate: Arc<dyn UploadGate>, max_upload_bytes: u64) -> Option<axum::Router> {
         match &self.urls {
-            Urls::Memory(signing) | Urls::Local(signing) => Some(http::routes(
-                Arc::clone(&self.store),
-                LocalSigning::clone(signing),
-                gate,
-                max_upload_bytes,
-            )),
+            Urls::Memory(signing) | Urls::Local(signing) => {
+                Some(http::routes(Arc::clone(&self.store), Arc::clone(signing), gate, max_upload_bytes))
+            }
             Urls::S3(_) | Urls::Gcs(_) => None,
         }
     }

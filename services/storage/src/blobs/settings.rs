@@ -17,15 +17,18 @@ const DEFAULT_REGION: &str = "us-east-1";
 pub(crate) fn s3_store(settings: &S3Settings) -> Result<AmazonS3, BlobError> {
     check_s3(settings)?;
     let region = settings.region.as_deref().unwrap_or(DEFAULT_REGION);
-    let mut builder = AmazonS3Builder::from_env()
-        .with_bucket_name(&settings.bucket)
-        .with_region(region)
-        .with_allow_http(settings.allow_http);
+    // explicit keys take nothing from the environment (an AWS_SESSION_TOKEN there would not
+    // belong to them); without keys the environment, a web identity or the instance's role
+    // provide the credentials
+    let mut builder = match (&settings.access_key_id, &settings.secret_access_key) {
+        (Some(id), Some(secret)) => {
+            AmazonS3Builder::new().with_access_key_id(id).with_secret_access_key(secret.expose())
+        }
+        _ => AmazonS3Builder::from_env(),
+    };
+    builder = builder.with_bucket_name(&settings.bucket).with_region(region).with_allow_http(settings.allow_http);
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.with_endpoint(endpoint);
-    }
-    if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
-        builder = builder.with_access_key_id(id).with_secret_access_key(secret.expose());
     }
     builder.build().map_err(|error| BlobError::Config(format!("storage.s3: {error}")))
 }

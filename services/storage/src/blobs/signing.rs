@@ -72,11 +72,8 @@ impl LocalSigning {
     /// now. The caller has validated `spec`.
     pub(crate) fn upload_url(&self, path: &ObjectPath, spec: &UploadSpec, ttl: Duration) -> SignedUrl {
         let (expires, expires_at) = expiry(ttl);
-        let grant = Grant::Upload {
-            size: spec.size,
-            content_type: spec.content_type.clone(),
-            sha256: spec.sha256.clone(),
-        };
+        let grant =
+            Grant::Upload { size: spec.size, content_type: spec.content_type.clone(), sha256: spec.sha256.clone() };
         let headers = vec![
             ("Content-Type".to_owned(), spec.content_type.clone()),
             ("Content-Length".to_owned(), spec.size.to_string()),
@@ -220,7 +217,9 @@ impl SignedQuery {
             }
         }
         let grant = match (method?.as_str(), size, file_name) {
-            ("PUT", Some(size), None) => Grant::Upload { size: parse_decimal(&size)?, content_type: content_type?, sha256 },
+            ("PUT", Some(size), None) => {
+                Grant::Upload { size: parse_decimal(&size)?, content_type: content_type?, sha256 }
+            }
             ("GET", None, Some(file_name)) if sha256.is_none() => {
                 Grant::Download { file_name, content_type: content_type? }
             }
@@ -232,7 +231,8 @@ impl SignedQuery {
 
 /// A canonical decimal number: digits only, no sign, no leading zero.
 fn parse_decimal(text: &str) -> Option<u64> {
-    let canonical = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    let canonical =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
     if canonical { text.parse().ok() } else { None }
 }
 
@@ -309,9 +309,12 @@ mod tests {
         assert_eq!(signing().verify(&other_path, query, now), Err(Denied::Signature));
         let other_key = LocalSigning::new([8; 32], "http://127.0.0.1:8080".to_owned());
         assert_eq!(other_key.verify(&path(), query, now), Err(Denied::Signature));
-        for (from, to) in
-            [("size=11", "size=12"), ("size=11", "size=011"), ("method=PUT", "method=GET"), ("text%2Fplain", "text%2Fhtml")]
-        {
+        for (from, to) in [
+            ("size=11", "size=12"),
+            ("size=11", "size=011"),
+            ("method=PUT", "method=GET"),
+            ("text%2Fplain", "text%2Fhtml"),
+        ] {
             let altered = query.replacen(from, to, 1);
             assert_ne!(altered, query);
             assert_eq!(signing().verify(&path(), &altered, now), Err(Denied::Signature), "{from} -> {to}");

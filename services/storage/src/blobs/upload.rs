@@ -2,7 +2,7 @@
 //!
 //! The body streams, with a running byte count and SHA-256, into a staging object
 //! (`uploads/<random>`, outside `tenants/`, so never mistaken for a file) through a multipart
-//! upload: nothing is held in memory beyond one part. Only a body of exactly the signed size
+//! upload: at most a few parts of 1 MiB are held in memory. Only a body of exactly the signed size
 //! (and hash) is kept; it is then moved to its final path with `rename_if_not_exists`, which
 //! fails when the object exists (a hard link on the local folder, a check under the store's
 //! lock in memory), so of two concurrent PUTs at most one lands. Any other outcome, including
@@ -20,6 +20,8 @@ use tokio_stream::StreamExt as _;
 
 use super::path::ObjectPath;
 
+/// Bytes buffered before they are written to the staging object as one part.
+const PART_SIZE: usize = 1024 * 1024;
 /// Parts written concurrently to the staging object.
 const PARTS_IN_FLIGHT: usize = 2;
 
@@ -60,7 +62,7 @@ pub(crate) async fn receive(
 ) -> Result<Staged, Refused> {
     let staging = StorePath::from(format!("uploads/{:032x}", rand::random::<u128>()));
     let upload = store.put_multipart(&staging).await.map_err(Refused::Store)?;
-    let mut writer = WriteMultipart::new(upload);
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
     match copy_body(body, &mut writer, size, sha256).await {
         Ok(()) => {}
         Err(refused) => {
