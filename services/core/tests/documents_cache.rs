@@ -139,7 +139,8 @@ async fn a_cached_value_of_another_document_is_never_served() {
 
     // copy globex's entry under acme's key, as a bug or an attacker with Redis access might
     let mut connection = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let entry: String = redis::cmd("GET").arg("t:globex:doc:{files/secret}").query_async(&mut connection).await.unwrap();
+    let entry: String =
+        redis::cmd("GET").arg("t:globex:doc:{files/secret}").query_async(&mut connection).await.unwrap();
     let () = redis::cmd("SET").arg("t:acme:doc:{files/secret}").arg(&entry).query_async(&mut connection).await.unwrap();
     assert_eq!(n_of(&cache, &acme).await, None, "acme reads its own (missing) document, not globex's");
     store.commit(vec![put(&acme, 7)]).await.unwrap();
@@ -169,7 +170,9 @@ async fn with_the_store_down_hits_are_served_until_their_ttl_and_misses_fail_fas
     cache.commit(vec![put(&hot, 1), put(&cold, 2)]).await.unwrap();
     redis::cmd("DEL")
         .arg("t:acme:doc:{files/cold}")
-        .query_async::<()>(&mut redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap())
+        .query_async::<()>(
+            &mut redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap(),
+        )
         .await
         .unwrap();
 

@@ -157,6 +157,9 @@ impl App {
         let auth_layer = AuthLayer::new(self.verifier.clone()).with_revocations(revocations.clone());
 
         let selected = |name: &str| self.services.iter().any(|entry| entry.name == name);
+        // One document store for every service: Firestore (cached in Redis) when configured.
+        let documents = crate::storage::documents(&self.settings, &backbone).await?;
+        let durable_documents = self.settings.documents.firestore.is_some().then(|| documents.clone());
         let session = if selected("session") {
             Some(crate::session::start(&self.settings, &backbone, &revocations, &mut tasks, &background).await?)
         } else {
@@ -176,6 +179,7 @@ impl App {
                 jwks: self.verifier.jwks(),
                 sessions,
                 revocations: revocations.clone(),
+                documents: durable_documents.clone(),
             };
             routes.add_service(crate::auth::start(&self.settings, &backbone, wiring)?);
         }
@@ -183,14 +187,14 @@ impl App {
             routes.add_service(session);
         }
         if selected("feed") {
-            routes.add_service(crate::feed::start(&self.settings, &backbone, &mut tasks, &background)?);
+            let feed =
+                crate::feed::start(&self.settings, &backbone, durable_documents.clone(), &mut tasks, &background)?;
+            routes.add_service(feed);
         }
         let mut blob_routes = None;
         if selected("storage") {
-            let documents = crate::storage::documents(&self.settings, &backbone).await?;
             let listen = listener.local_addr()?;
-            let storage =
-                crate::storage::start(&self.settings, &backbone, documents, listen, &mut tasks, &background)?;
+            let storage = crate::storage::start(&self.settings, &backbone, documents, listen, &mut tasks, &background)?;
             routes.add_service(storage.server);
             blob_routes = storage.routes;
         }

@@ -32,6 +32,9 @@ pub struct AuthWiring<'a> {
     pub sessions: SessionTarget,
     /// The process's revocation view.
     pub revocations: Arc<Revocations>,
+    /// The durable document store (Firestore), when one is configured: accounts live there,
+    /// else in memory.
+    pub documents: Option<Arc<dyn mesh_core::documents::DocumentStore>>,
 }
 
 /// Where the Auth service reaches the Session service.

@@ -27,10 +27,12 @@ type Stores = (Arc<dyn ActivityStore>, Arc<dyn ReadModel>, Arc<dyn FeedArchive>)
 pub fn start(
     settings: &Settings,
     backbone: &Backbone,
+    documents: Option<Arc<dyn mesh_core::documents::DocumentStore>>,
     tasks: &mut JoinSet<()>,
     stop: &CancellationToken,
 ) -> Result<FeedServer, ConfigError> {
     let feed = &settings.feed;
+    let _ = documents;
     let (store, models, archive): Stores = match &backbone.redis {
         Some(pool) => (
             Arc::new(RedisActivityStore::new(pool.clone(), backbone.history)),

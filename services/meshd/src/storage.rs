@@ -9,11 +9,11 @@ use std::sync::Arc;
 use mesh_core::config::{BlobBackend, ConfigError, Settings};
 use mesh_core::documents::{CachedDocuments, DocumentStore, FirestoreDocuments, MemoryDocuments};
 use mesh_core::sealed::Sealer;
+use mesh_proto::mesh::storage::v1::storage_service_server::StorageServiceServer;
 use mesh_storage::blobs::{Blobs, LocalSigning};
 use mesh_storage::grpc::StorageGrpc;
 use mesh_storage::service::Storage;
 use mesh_storage::store::Files;
-use mesh_proto::mesh::storage::v1::storage_service_server::StorageServiceServer;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 

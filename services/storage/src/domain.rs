@@ -142,7 +142,13 @@ impl FileRecord {
 
     /// The file after a status change at `now`.
     pub fn changed(&self, status: FileStatus, failure: Option<Failure>, now: SystemTime) -> Self {
-        Self { status, failure, version: self.version + 1, updated_at: whole_micros(now).max(self.updated_at), ..self.clone() }
+        Self {
+            status,
+            failure,
+            version: self.version + 1,
+            updated_at: whole_micros(now).max(self.updated_at),
+            ..self.clone()
+        }
     }
 
     /// What CompleteUpload makes of a PENDING file whose object holds `stored_size` bytes
@@ -150,14 +156,21 @@ impl FileRecord {
     pub fn verified(&self, stored_size: u64, stored_sha256: Option<&str>, now: SystemTime) -> Self {
         if stored_size != self.upload.size {
             let message = format!("declared {} bytes, stored {stored_size}", self.upload.size);
-            return self.changed(FileStatus::Failed, Some(Failure { reason: FailureReason::SizeMismatch, message }), now);
+            return self.changed(
+                FileStatus::Failed,
+                Some(Failure { reason: FailureReason::SizeMismatch, message }),
+                now,
+            );
         }
         if let (Some(declared), Some(stored)) = (&self.upload.sha256, stored_sha256)
             && declared != stored
         {
             let message = format!("declared SHA-256 {declared}, stored {stored}");
-            return self
-                .changed(FileStatus::Failed, Some(Failure { reason: FailureReason::ChecksumMismatch, message }), now);
+            return self.changed(
+                FileStatus::Failed,
+                Some(Failure { reason: FailureReason::ChecksumMismatch, message }),
+                now,
+            );
         }
         self.changed(FileStatus::Ready, None, now)
     }
@@ -220,10 +233,7 @@ impl NewUpload {
             ));
         }
         if size < 0 || size as u64 > limits.max_size_bytes {
-            violations.push(FieldViolation::new(
-                "size_bytes",
-                format!("must be 0 to {} bytes", limits.max_size_bytes),
-            ));
+            violations.push(FieldViolation::new("size_bytes", format!("must be 0 to {} bytes", limits.max_size_bytes)));
         }
         let sha256 = match sha256 {
             "" => None,
@@ -248,10 +258,8 @@ fn is_mime_type(raw: &str) -> bool {
         return false;
     }
     let essence = raw.split(';').next().unwrap_or_default();
-    let token = |part: &str| {
-        !part.is_empty()
-            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-    };
+    let token =
+        |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
     matches!(essence.split_once('/'), Some((kind, subtype)) if token(kind) && token(subtype))
 }
 
@@ -300,7 +308,10 @@ mod tests {
         assert_eq!(fields(NewUpload::parse("a", "image/png", 101, "", &limits)), ["size_bytes"]);
         assert_eq!(fields(NewUpload::parse("a", "image/png", -1, "", &limits)), ["size_bytes"]);
         assert_eq!(fields(NewUpload::parse("a", "image/png", 1, &"A".repeat(64), &limits)), ["sha256"]);
-        assert_eq!(fields(NewUpload::parse("", "x", -1, "zz", &limits)), ["file_name", "content_type", "size_bytes", "sha256"]);
+        assert_eq!(
+            fields(NewUpload::parse("", "x", -1, "zz", &limits)),
+            ["file_name", "content_type", "size_bytes", "sha256"]
+        );
         assert!(NewUpload::parse("a", "application/pdf", 1, "", &UploadLimits::default()).is_ok());
     }
 
@@ -322,6 +333,8 @@ mod tests {
         let file = FileRecord::pending("acme", "alice", upload(1, None), now, now + Duration::from_secs(60));
         assert!(!file.is_abandoned(Duration::from_secs(10), now + Duration::from_secs(69)));
         assert!(file.is_abandoned(Duration::from_secs(10), now + Duration::from_secs(70)));
-        assert!(!file.changed(FileStatus::Ready, None, now).is_abandoned(Duration::ZERO, now + Duration::from_secs(999)));
+        assert!(
+            !file.changed(FileStatus::Ready, None, now).is_abandoned(Duration::ZERO, now + Duration::from_secs(999))
+        );
     }
 }

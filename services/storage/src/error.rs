@@ -48,15 +48,13 @@ impl From<StorageError> for Error {
             StorageError::Invalid(violations) => Error::invalid_argument(violations),
             StorageError::NotFound => Error::not_found("file"),
             StorageError::NotAllowed(message) => Error::permission_denied("PERMISSION_DENIED", message),
-            StorageError::NotReady => {
-                Error::new(Code::FailedPrecondition, "FILE_NOT_READY", "the file is not READY")
+            StorageError::NotReady => Error::new(Code::FailedPrecondition, "FILE_NOT_READY", "the file is not READY"),
+            StorageError::ObjectMissing => {
+                Error::new(Code::FailedPrecondition, "OBJECT_MISSING", "no object was uploaded for this file yet")
             }
-            StorageError::ObjectMissing => Error::new(
-                Code::FailedPrecondition,
-                "OBJECT_MISSING",
-                "no object was uploaded for this file yet",
-            ),
-            StorageError::Conflict => Error::new(Code::Aborted, "CONCURRENT_UPDATE", "the file changed meanwhile; retry"),
+            StorageError::Conflict => {
+                Error::new(Code::Aborted, "CONCURRENT_UPDATE", "the file changed meanwhile; retry")
+            }
             StorageError::VersionConflict(current) => Error::version_conflict(current),
             StorageError::Document(error) => error.into(),
             StorageError::Blob(error) => error.into(),

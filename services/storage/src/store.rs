@@ -80,7 +80,9 @@ struct StoredRequest {
 fn to_fields<T: Serialize>(key: &DocKey, value: &T) -> Result<Fields, StorageError> {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::Object(fields)) => Ok(fields),
-        _ => Err(StorageError::Document(DocumentError::Corrupt { key: key.to_string(), reason: "not an object".into() })),
+        _ => {
+            Err(StorageError::Document(DocumentError::Corrupt { key: key.to_string(), reason: "not an object".into() }))
+        }
     }
 }
 
@@ -174,18 +176,18 @@ impl Files {
         for _ in 0..2 {
             let claim = match expect {
                 None => Write::Create { key: request_key.clone(), fields: marker.clone() },
-                Some(version) => Write::Put {
-                    key: request_key.clone(),
-                    fields: marker.clone(),
-                    expect: Expect::Version(version),
-                },
+                Some(version) => {
+                    Write::Put { key: request_key.clone(), fields: marker.clone(), expect: Expect::Version(version) }
+                }
             };
             let writes = vec![claim, Write::Create { key: key.clone(), fields: fields.clone() }];
             match self.documents.commit(writes).await {
                 Ok(committed) => {
                     return Ok(Created::New(Stored { file: file.clone(), revision: committed.versions[1] }));
                 }
-                Err(DocumentError::Precondition { kind: Precondition::AlreadyExists | Precondition::Changed, .. }) => {}
+                Err(DocumentError::Precondition {
+                    kind: Precondition::AlreadyExists | Precondition::Changed, ..
+                }) => {}
                 Err(error) => return Err(error.into()),
             }
             let Some(existing) = self.documents.get(std::slice::from_ref(&request_key)).await?.remove(0) else {
@@ -246,18 +248,19 @@ impl Files {
         limit: usize,
         after: Option<&ListCursor>,
     ) -> Result<(Vec<FileRecord>, Option<ListCursor>), StorageError> {
-        let mut query = Query::new(tenant, FILES, limit).order_by("created_at", Direction::Descending).after(
-            after.map(|cursor| Cursor {
-                value: cursor.created_at.into(),
-                tenant: tenant.to_owned(),
-                id: cursor.id.clone(),
-            }),
-        );
+        let mut query =
+            Query::new(tenant, FILES, limit).order_by("created_at", Direction::Descending).after(after.map(|cursor| {
+                Cursor { value: cursor.created_at.into(), tenant: tenant.to_owned(), id: cursor.id.clone() }
+            }));
         if let Some(status) = status {
             query = query.filter(Filter::eq("status", status.as_str()));
         }
         let page = self.documents.query(&query).await?;
-        let files = page.documents.iter().map(|document| decode(document).map(|stored| stored.file)).collect::<Result<Vec<_>, _>>()?;
+        let files = page
+            .documents
+            .iter()
+            .map(|document| decode(document).map(|stored| stored.file))
+            .collect::<Result<Vec<_>, _>>()?;
         let next = page.next.map(|cursor| ListCursor { created_at: cursor.value.as_i64().unwrap_or(0), id: cursor.id });
         Ok((files, next))
     }
@@ -292,8 +295,9 @@ struct ChangeWire {
 /// The payload announcing that `file` changed at `at`.
 pub fn encode_change(file: &FileRecord, at: SystemTime) -> Result<bytes::Bytes, StorageError> {
     let (key, fields) = encode(file)?;
-    let stored: StoredFile = serde_json::from_value(serde_json::Value::Object(fields))
-        .map_err(|error| StorageError::Document(DocumentError::Corrupt { key: key.to_string(), reason: error.to_string() }))?;
+    let stored: StoredFile = serde_json::from_value(serde_json::Value::Object(fields)).map_err(|error| {
+        StorageError::Document(DocumentError::Corrupt { key: key.to_string(), reason: error.to_string() })
+    })?;
     let wire = ChangeWire { id: file.id.to_string(), at: to_micros(at), file: stored };
     serde_json::to_vec(&wire).map(bytes::Bytes::from).map_err(|error| StorageError::Internal(error.into()))
 }

@@ -451,7 +451,11 @@ fn validate_storage(settings: &Settings) -> Result<(), ConfigError> {
     const DAY: Duration = Duration::from_secs(24 * 3600);
     if let Err(message) = settings.documents.cache.validate() {
         let field = message.split_whitespace().next().unwrap_or_default();
-        return Err(ConfigError::new(format!("documents.cache.{field}"), message.clone(), "a value within the range the message gives"));
+        return Err(ConfigError::new(
+            format!("documents.cache.{field}"),
+            message.clone(),
+            "a value within the range the message gives",
+        ));
     }
     if let Some(firestore) = &settings.documents.firestore
         && firestore.project_id.trim().is_empty()
@@ -466,18 +470,36 @@ fn validate_storage(settings: &Settings) -> Result<(), ConfigError> {
     check_range("storage.cleanup_grace", storage.cleanup_grace, Duration::ZERO, 30 * DAY)?;
     check_range("storage.cleanup_interval", storage.cleanup_interval, Duration::from_millis(10), DAY)?;
     if let Some(url) = &storage.public_url
-        && !(is_origin(url.trim_end_matches('/')) || url.parse::<http::Uri>().is_ok_and(|uri| uri.scheme().is_some() && uri.host().is_some()))
+        && !(is_origin(url.trim_end_matches('/'))
+            || url.parse::<http::Uri>().is_ok_and(|uri| uri.scheme().is_some() && uri.host().is_some()))
     {
-        return Err(ConfigError::new("storage.public_url", format!("`{url}` is not a URL"), "a base URL such as https://files.example.com"));
+        return Err(ConfigError::new(
+            "storage.public_url",
+            format!("`{url}` is not a URL"),
+            "a base URL such as https://files.example.com",
+        ));
     }
-    let limits = std::iter::once(("storage.limits".to_owned(), &storage.limits))
-        .chain(storage.tenant_limits.iter().map(|(tenant, limits)| (format!("storage.tenant_limits.{tenant}"), limits)));
+    let limits = std::iter::once(("storage.limits".to_owned(), &storage.limits)).chain(
+        storage.tenant_limits.iter().map(|(tenant, limits)| (format!("storage.tenant_limits.{tenant}"), limits)),
+    );
     for (key, limits) in limits {
         if limits.content_types.is_empty() {
-            return Err(ConfigError::new(format!("{key}.content_types"), "it is empty: nothing could be uploaded", "MIME types such as image/png, image/* or */*"));
+            return Err(ConfigError::new(
+                format!("{key}.content_types"),
+                "it is empty: nothing could be uploaded",
+                "MIME types such as image/png, image/* or */*",
+            ));
         }
-        if let Some(bad) = limits.content_types.iter().find(|pattern| pattern.split_once('/').is_none_or(|(kind, sub)| kind.is_empty() || sub.is_empty())) {
-            return Err(ConfigError::new(format!("{key}.content_types"), format!("`{bad}` is not a MIME type pattern"), "MIME types such as image/png, image/* or */*"));
+        if let Some(bad) = limits
+            .content_types
+            .iter()
+            .find(|pattern| pattern.split_once('/').is_none_or(|(kind, sub)| kind.is_empty() || sub.is_empty()))
+        {
+            return Err(ConfigError::new(
+                format!("{key}.content_types"),
+                format!("`{bad}` is not a MIME type pattern"),
+                "MIME types such as image/png, image/* or */*",
+            ));
         }
     }
     let bucket = |key: &str, bucket: &str| {

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Committed, DocKey, Document, DocumentError, DocumentStore, Fields, Page, Query, Version, Write};
+use super::{
+    BoxFuture, Committed, DocKey, Document, DocumentError, DocumentStore, Fields, Page, Query, Version, Write,
+};
 use crate::backend::RedisPool;
 
 /// How the cache keeps entries and backs off from a failing store.
@@ -77,7 +79,8 @@ impl CacheSettings {
     }
 }
 
-/// Sets an entry unless the cache holds a newer version of it.
+/// Sets an entry unless the cache holds a newer version of it (an equal version is the same
+/// document state, and is replaced).
 ///
 /// KEYS[1] the entry; ARGV[1] the entry (`<seconds>:<nanos>\n<json>`), ARGV[2] seconds,
 /// ARGV[3] nanos, ARGV[4] TTL in ms. Returns 1 if it was set.
@@ -88,7 +91,7 @@ if current then
   if s then
     s, n = tonumber(s), tonumber(n)
     local new_s, new_n = tonumber(ARGV[2]), tonumber(ARGV[3])
-    if s > new_s or (s == new_s and n >= new_n) then return 0 end
+    if s > new_s or (s == new_s and n > new_n) then return 0 end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
@@ -172,10 +175,7 @@ impl<S: DocumentStore> CachedDocuments<S> {
     }
 
     /// Runs one store call through the breaker and the call timeout.
-    async fn guarded<T>(
-        &self,
-        call: impl Future<Output = Result<T, DocumentError>>,
-    ) -> Result<T, DocumentError> {
+    async fn guarded<T>(&self, call: impl Future<Output = Result<T, DocumentError>>) -> Result<T, DocumentError> {
         if let Some(until) = self.breaker().open_until
             && Instant::now() < until
         {
@@ -251,12 +251,7 @@ impl<S: DocumentStore> CachedDocuments<S> {
             let entry = encode(key, fields, version).map_err(|error| error.to_string())?;
             pipeline
                 .invoke_script(
-                    self.put_if_newer
-                        .key(cache_key(key))
-                        .arg(entry)
-                        .arg(version.seconds)
-                        .arg(version.nanos)
-                        .arg(&ttl),
+                    self.put_if_newer.key(cache_key(key)).arg(entry).arg(version.seconds).arg(version.nanos).arg(&ttl),
                 )
                 .ignore();
         }

@@ -14,17 +14,17 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use firestore::{FirestoreDb, FirestoreDbOptions};
 use firestore::gcloud_sdk::google::firestore::v1 as fs;
+use firestore::{FirestoreDb, FirestoreDbOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tokio_stream::StreamExt as _;
 
+use super::query::Direction;
 use super::{
     BoxFuture, Committed, DocKey, Document, DocumentError, DocumentStore, Expect, Fields, Op, Page, Precondition,
     Query, Scope, Version, Write, check_distinct,
 };
-use super::query::Direction;
 
 /// Section `[documents.firestore]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,10 +73,13 @@ impl FirestoreDocuments {
             (Some(host), _) => {
                 options.firebase_api_url = Some(format!("http://{host}"));
                 // the emulator takes any token: send none
-                let anonymous = firestore::gcloud_sdk::google_cloud_auth::credentials::anonymous::Builder::new().build();
+                let anonymous =
+                    firestore::gcloud_sdk::google_cloud_auth::credentials::anonymous::Builder::new().build();
                 FirestoreDb::with_options_auth(options.clone(), anonymous).await
             }
-            (None, Some(file)) => FirestoreDb::with_options_service_account_key_file(options.clone(), file.clone()).await,
+            (None, Some(file)) => {
+                FirestoreDb::with_options_service_account_key_file(options.clone(), file.clone()).await
+            }
             (None, None) => FirestoreDb::with_options(options.clone()).await,
         }
         .map_err(unavailable)?;
@@ -92,7 +95,10 @@ impl FirestoreDocuments {
     /// The key of a document `name` of `collection`, if it is one of ours.
     fn key_of(&self, name: &str, collection: &'static str) -> Result<DocKey, DocumentError> {
         let corrupt = |reason: &str| DocumentError::Corrupt { key: name.to_owned(), reason: reason.to_owned() };
-        let path = name.strip_prefix(&self.root).and_then(|rest| rest.strip_prefix('/')).ok_or_else(|| corrupt("outside the database"))?;
+        let path = name
+            .strip_prefix(&self.root)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .ok_or_else(|| corrupt("outside the database"))?;
         match path.split('/').collect::<Vec<_>>().as_slice() {
             ["tenants", tenant, found, id] if *found == collection => DocKey::new(tenant, collection, id),
             _ => Err(corrupt("not a tenant document of the collection")),
@@ -101,16 +107,17 @@ impl FirestoreDocuments {
 
     fn document(&self, found: fs::Document, collection: &'static str) -> Result<Document, DocumentError> {
         let key = self.key_of(&found.name, collection)?;
-        let version = found.update_time.map(version_of).ok_or_else(|| DocumentError::Corrupt {
-            key: key.to_string(),
-            reason: "no update time".into(),
-        })?;
+        let version = found
+            .update_time
+            .map(version_of)
+            .ok_or_else(|| DocumentError::Corrupt { key: key.to_string(), reason: "no update time".into() })?;
         let fields = found.fields.into_iter().map(|(name, value)| (name, from_value(value))).collect();
         Ok(Document { key, fields, version })
     }
 
     fn write(&self, write: Write) -> fs::Write {
-        let exists = |exists| Some(fs::Precondition { condition_type: Some(fs::precondition::ConditionType::Exists(exists)) });
+        let exists =
+            |exists| Some(fs::Precondition { condition_type: Some(fs::precondition::ConditionType::Exists(exists)) });
         let precondition = |expect: Expect| match expect {
             Expect::Any => None,
             Expect::Exists => exists(true),
@@ -119,7 +126,9 @@ impl FirestoreDocuments {
             }),
         };
         let (operation, current_document) = match write {
-            Write::Create { key, fields } => (fs::write::Operation::Update(self.new_document(&key, fields)), exists(false)),
+            Write::Create { key, fields } => {
+                (fs::write::Operation::Update(self.new_document(&key, fields)), exists(false))
+            }
             Write::Put { key, fields, expect } => {
                 (fs::write::Operation::Update(self.new_document(&key, fields)), precondition(expect))
             }
@@ -245,7 +254,9 @@ impl DocumentStore for FirestoreDocuments {
             }
             keys.iter()
                 .zip(names)
-                .map(|(key, name)| found.remove(&name).map(|document| self.document(document, key.collection())).transpose())
+                .map(|(key, name)| {
+                    found.remove(&name).map(|document| self.document(document, key.collection())).transpose()
+                })
                 .collect()
         })
     }
@@ -263,12 +274,10 @@ impl DocumentStore for FirestoreDocuments {
                 ..Default::default()
             };
             let response = self.db.client().get().commit(request).await.map_err(|s| commit_error(&s))?.into_inner();
-            let at = response.commit_time.map(version_of).ok_or_else(|| unavailable("a commit without a commit time"))?;
-            let mut versions: Vec<Version> = response
-                .write_results
-                .into_iter()
-                .map(|result| result.update_time.map_or(at, version_of))
-                .collect();
+            let at =
+                response.commit_time.map(version_of).ok_or_else(|| unavailable("a commit without a commit time"))?;
+            let mut versions: Vec<Version> =
+                response.write_results.into_iter().map(|result| result.update_time.map_or(at, version_of)).collect();
             versions.resize(count, at);
             Ok(Committed { versions, at })
         })

@@ -25,9 +25,14 @@ struct State {
 impl State {
     /// A commit time later than every earlier one.
     fn tick(&mut self) -> Version {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         self.last_micros = now.max(self.last_micros + 1);
-        Version { seconds: self.last_micros.div_euclid(1_000_000), nanos: (self.last_micros.rem_euclid(1_000_000) * 1_000) as i32 }
+        Version {
+            seconds: self.last_micros.div_euclid(1_000_000),
+            nanos: (self.last_micros.rem_euclid(1_000_000) * 1_000) as i32,
+        }
     }
 
     fn check(&self, write: &Write) -> Result<(), DocumentError> {
@@ -106,7 +111,11 @@ impl DocumentStore for MemoryDocuments {
                 .documents
                 .iter()
                 .filter(|(key, _)| key.collection() == query.collection)
-                .map(|(key, (fields, version))| Document { key: key.clone(), fields: fields.clone(), version: *version })
+                .map(|(key, (fields, version))| Document {
+                    key: key.clone(),
+                    fields: fields.clone(),
+                    version: *version,
+                })
                 .filter(|document| query.matches(document) && query.is_after_cursor(document))
                 .collect();
             matches.sort_by(|a, b| query.compare(a, b));

@@ -369,7 +369,9 @@ mod tests {
     #[test]
     fn keys_are_checked() {
         assert!(DocKey::new("acme", "files", "f1").is_ok());
-        for (tenant, id) in [("", "x"), ("a/b", "x"), ("acme", "a/b"), ("acme", ".."), ("acme", "__x__"), ("ac me", "x")] {
+        for (tenant, id) in
+            [("", "x"), ("a/b", "x"), ("acme", "a/b"), ("acme", ".."), ("acme", "__x__"), ("ac me", "x")]
+        {
             assert!(DocKey::new(tenant, "files", id).is_err(), "{tenant:?} {id:?}");
         }
         assert!(DocKey::new("acme", "Files", "x").is_err());

@@ -179,15 +179,12 @@ impl Query {
     /// Orders two documents the way this query does.
     pub(crate) fn compare(&self, a: &Document, b: &Document) -> std::cmp::Ordering {
         let by_value = match &self.order_by {
-            Some((field, _)) => compare_values(
-                a.fields.get(field).unwrap_or(&Value::Null),
-                b.fields.get(field).unwrap_or(&Value::Null),
-            ),
+            Some((field, _)) => {
+                compare_values(a.fields.get(field).unwrap_or(&Value::Null), b.fields.get(field).unwrap_or(&Value::Null))
+            }
             None => std::cmp::Ordering::Equal,
         };
-        let order = by_value
-            .then_with(|| a.key.tenant().cmp(b.key.tenant()))
-            .then_with(|| a.key.id().cmp(b.key.id()));
+        let order = by_value.then_with(|| a.key.tenant().cmp(b.key.tenant())).then_with(|| a.key.id().cmp(b.key.id()));
         match self.direction() {
             Direction::Ascending => order,
             Direction::Descending => order.reverse(),

@@ -31,7 +31,11 @@ async fn an_upload_completes_and_downloads_the_same_bytes_while_watchers_see_eac
     assert_eq!(file.status(), pb::FileStatus::Pending);
     assert_eq!((file.version, file.size_bytes), (1, bytes.len() as i64));
     assert_eq!((file.tenant_id.as_str(), file.owner_user_id.as_str()), ("acme", "alice"));
-    assert!(upload.upload_url.contains(&format!("/blobs/tenants/acme/files/{}", file.file_id)), "{}", upload.upload_url);
+    assert!(
+        upload.upload_url.contains(&format!("/blobs/tenants/acme/files/{}", file.file_id)),
+        "{}",
+        upload.upload_url
+    );
     assert!(upload.upload_url_expire_time.is_some());
 
     let put = http.put(&upload, &bytes).await;
@@ -55,8 +59,10 @@ async fn an_upload_completes_and_downloads_the_same_bytes_while_watchers_see_eac
     let statuses = [pending.file.as_ref().unwrap().status(), ready.file.as_ref().unwrap().status()];
     assert_eq!(statuses, [pb::FileStatus::Pending, pb::FileStatus::Ready]);
     assert_eq!(ready.file.as_ref().unwrap().file_id, file.file_id);
-    let offsets: Vec<u64> =
-        [pending, ready].iter().map(|change| change.position.as_ref().unwrap().position.as_ref().unwrap().offset).collect();
+    let offsets: Vec<u64> = [pending, ready]
+        .iter()
+        .map(|change| change.position.as_ref().unwrap().position.as_ref().unwrap().offset)
+        .collect();
     assert_eq!(offsets[1], offsets[0] + 1, "changes carry consecutive positions");
 
     // another tenant's watcher saw nothing of acme: its next change is its own tenant's
@@ -98,15 +104,25 @@ async fn tampered_expired_misdirected_or_oversized_requests_store_nothing() {
         let answer = http.send(method, url, &headers, &body).await;
         if what == "a larger body" {
             // hyper declares the real length, which already differs from the signed one
-            assert!(matches!(answer.status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::FORBIDDEN), "{what}: {answer:?}");
+            assert!(
+                matches!(answer.status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::FORBIDDEN),
+                "{what}: {answer:?}"
+            );
         } else if what == "another method" {
             // a method the blob routes do not serve at all may also be 405
-            assert!(matches!(answer.status, StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED), "{what}: {answer:?}");
+            assert!(
+                matches!(answer.status, StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED),
+                "{what}: {answer:?}"
+            );
         } else {
             assert_eq!(answer.status, expected, "{what}: {answer:?}");
         }
         let refused = alice.complete(&id).await.expect_err("nothing was stored");
-        assert_eq!((refused.code(), reason(&refused).as_deref()), (Code::FailedPrecondition, Some("OBJECT_MISSING")), "{what}");
+        assert_eq!(
+            (refused.code(), reason(&refused).as_deref()),
+            (Code::FailedPrecondition, Some("OBJECT_MISSING")),
+            "{what}"
+        );
     }
     let get = http.get(&url).await;
     assert_eq!(get.status, StatusCode::FORBIDDEN, "a PUT URL does not download");
@@ -240,7 +256,15 @@ async fn bad_input_is_invalid_argument_naming_each_field() {
     assert_eq!(refused.code(), Code::InvalidArgument);
     let fields = mesh_testkit::status::violated_fields(&refused);
     assert_eq!(fields, ["file_name", "content_type", "size_bytes", "sha256", "request_id"]);
-    assert!(small.create(pb::CreateUploadRequest { content_type: "image/png".into(), ..upload_request("a.png", b"0123456789", false) }).await.is_ok());
+    assert!(
+        small
+            .create(pb::CreateUploadRequest {
+                content_type: "image/png".into(),
+                ..upload_request("a.png", b"0123456789", false)
+            })
+            .await
+            .is_ok()
+    );
     // the default limits of other tenants allow any type
     assert!(Files::of(&app, "acme", "alice").create(upload_request("a.txt", b"x", false)).await.is_ok());
 
@@ -300,12 +324,18 @@ async fn list_files_pages_newest_first_by_status_with_tokens_bound_to_the_caller
     assert_eq!(seen, newest_first, "every file once, newest first");
 
     let ready = alice.list(2, "", pb::FileStatus::Ready).await.unwrap();
-    assert_eq!(ready.files.iter().map(|file| file.file_id.clone()).collect::<Vec<_>>(), [created[6].clone(), created[4].clone()]);
+    assert_eq!(
+        ready.files.iter().map(|file| file.file_id.clone()).collect::<Vec<_>>(),
+        [created[6].clone(), created[4].clone()]
+    );
     let bob = Files::of(&app, "acme", "bob");
     let stolen = bob.list(2, &ready.next_page_token, pb::FileStatus::Ready).await.unwrap_err();
     assert_eq!(stolen.code(), Code::InvalidArgument, "a token of another user");
     let refiltered = alice.list(2, &ready.next_page_token, pb::FileStatus::Pending).await.unwrap_err();
     assert_eq!(refiltered.code(), Code::InvalidArgument, "a token of another filter");
     let rest = alice.list(2, &ready.next_page_token, pb::FileStatus::Ready).await.unwrap();
-    assert_eq!(rest.files.iter().map(|file| file.file_id.clone()).collect::<Vec<_>>(), [created[2].clone(), created[0].clone()]);
+    assert_eq!(
+        rest.files.iter().map(|file| file.file_id.clone()).collect::<Vec<_>>(),
+        [created[2].clone(), created[0].clone()]
+    );
 }

@@ -65,7 +65,12 @@ impl Files {
         Ok(self.client.clone().get_file(self.request(request)).await?.into_inner().file.expect("a file"))
     }
 
-    pub async fn list(&self, page_size: i32, token: &str, status: pb::FileStatus) -> Result<pb::ListFilesResponse, Status> {
+    pub async fn list(
+        &self,
+        page_size: i32,
+        token: &str,
+        status: pb::FileStatus,
+    ) -> Result<pb::ListFilesResponse, Status> {
         let request = pb::ListFilesRequest { page_size, page_token: token.into(), status: status.into() };
         Ok(self.client.clone().list_files(self.request(request)).await?.into_inner())
     }
