@@ -1,5 +1,7 @@
-//! Conformance suite of the feed archive: every check runs against [`MemoryFeedArchive`] and
-//! against [`RedisFeedArchive`] (on a `redis-server` the test starts).
+//! Conformance suite of the feed archive: every check runs against [`MemoryFeedArchive`],
+//! against [`RedisFeedArchive`] (on a `redis-server` the test starts) and against
+//! [`DocumentFeedArchive`] on [`MemoryDocuments`] and on [`FirestoreDocuments`] (on a private
+//! Firestore emulator the test starts).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -7,24 +9,83 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mesh_core::backend::{RedisPool, redis_pool};
 use mesh_core::broker::{Epoch, Position};
 use mesh_core::config::RedisSettings;
+use mesh_core::documents::{
+    DocKey, DocumentStore, Expect, FirestoreDocuments, FirestoreSettings, MemoryDocuments, Write,
+};
 use mesh_feed::FeedError;
 use mesh_feed::domain::{Activity, ActivityId, FeedEvent, FeedName, NewActivity, Tombstone};
-use mesh_feed::store::{ArchivedEvent, FeedArchive, MemoryFeedArchive, RedisFeedArchive};
-use mesh_testkit::RedisServer;
+use mesh_feed::store::{ArchivedEvent, DocumentFeedArchive, FeedArchive, MemoryFeedArchive, RedisFeedArchive};
+use mesh_testkit::{FirestoreEmulator, RedisServer};
+use serde_json::json;
 
+/// The archive under test, and the server it needs (stopped on drop).
 struct Fixture {
     archive: Arc<dyn FeedArchive>,
-    _server: Option<RedisServer>,
+    _redis: Option<RedisServer>,
+    _emulator: Option<FirestoreEmulator>,
+}
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Memory,
+    Redis,
+    /// [`DocumentFeedArchive`] on [`MemoryDocuments`].
+    MemoryDocuments,
+    /// [`DocumentFeedArchive`] on [`FirestoreDocuments`] and the emulator.
+    Firestore,
 }
 
 impl Fixture {
-    async fn start(redis: bool) -> Self {
-        if !redis {
-            return Self { archive: Arc::new(MemoryFeedArchive::default()), _server: None };
+    async fn start(backend: Backend) -> Self {
+        let fixture = |archive: Arc<dyn FeedArchive>| Self { archive, _redis: None, _emulator: None };
+        match backend {
+            Backend::Memory => fixture(Arc::new(MemoryFeedArchive::default())),
+            Backend::Redis => {
+                let (pool, server) = redis_archive_pool().await;
+                Self { _redis: Some(server), ..fixture(Arc::new(RedisFeedArchive::new(pool))) }
+            }
+            Backend::MemoryDocuments => fixture(Arc::new(DocumentFeedArchive::new(Arc::new(MemoryDocuments::new())))),
+            Backend::Firestore => {
+                let (documents, emulator) = firestore_documents().await;
+                Self { _emulator: Some(emulator), ..fixture(Arc::new(DocumentFeedArchive::new(documents))) }
+            }
         }
-        let (pool, server) = redis_archive_pool().await;
-        Self { archive: Arc::new(RedisFeedArchive::new(pool)), _server: Some(server) }
     }
+}
+
+/// Runs each check against every backend: `memory::check`, `redis::check`,
+/// `memory_documents::check` and `firestore::check`; the servers' on a 4-worker runtime, so
+/// concurrency checks meet real parallelism.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test]
+              async fn $name() { super::$name(super::Fixture::start(super::Backend::Memory).await).await })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+              async fn $name() { super::$name(super::Fixture::start(super::Backend::Redis).await).await })*
+        }
+        mod memory_documents {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+              async fn $name() { super::$name(super::Fixture::start(super::Backend::MemoryDocuments).await).await })*
+        }
+        mod firestore {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+              async fn $name() { super::$name(super::Fixture::start(super::Backend::Firestore).await).await })*
+        }
+    };
+}
+
+async fn firestore_documents() -> (Arc<dyn DocumentStore>, FirestoreEmulator) {
+    let emulator = FirestoreEmulator::start().await.expect("the firestore emulator starts");
+    let settings = FirestoreSettings {
+        project_id: emulator.project_id().to_owned(),
+        emulator_host: Some(emulator.host()),
+        ..FirestoreSettings::default()
+    };
+    let documents = FirestoreDocuments::connect(&settings).await.expect("firestore connects");
+    (Arc::new(documents), emulator)
 }
 
 async fn redis_archive_pool() -> (RedisPool, RedisServer) {
@@ -81,8 +142,7 @@ fn of_actor(events: &[ArchivedEvent], actor: &str) -> Vec<ArchivedEvent> {
     events.iter().filter(|archived| archived.event.actor() == actor).cloned().collect()
 }
 
-mesh_testkit::conformance!(
-    Fixture:
+suite!(
     every_event_comes_back_in_its_feeds_in_offset_order,
     appending_again_or_concurrently_keeps_one_copy_of_the_first_write,
     a_tombstone_is_archived_beside_its_publication_and_follows_it,

@@ -9,8 +9,8 @@ use mesh_auth::domain::{PasswordHasher, TokenIssuer};
 use mesh_auth::grpc::{AuthGrpc, AuthParts, ChannelError, RegistrationPolicy, SessionChannel, SessionClient};
 use mesh_auth::hash_pool::HashPool;
 use mesh_auth::store::{
-    AttemptStore, LoginThrottle, MemoryAttemptStore, MemoryRefreshStore, MemoryUserStore, RedisAttemptStore,
-    RedisRefreshStore, RefreshTokenStore,
+    AttemptStore, DocumentUserStore, LoginThrottle, MemoryAttemptStore, MemoryRefreshStore, MemoryUserStore,
+    RedisAttemptStore, RedisRefreshStore, RefreshTokenStore, UserStore,
 };
 use mesh_core::auth::{Jwk, Revocations, SigningKeyPair};
 use mesh_core::config::{ConfigError, Registration, Settings};
@@ -86,9 +86,13 @@ pub fn start(
         Some(pool) => (Arc::new(RedisRefreshStore::new(pool.clone())), Arc::new(RedisAttemptStore::new(pool.clone()))),
         None => (Arc::new(MemoryRefreshStore::default()), Arc::new(MemoryAttemptStore::default())),
     };
+    let users: Arc<dyn UserStore> = match wiring.documents {
+        Some(documents) => Arc::new(DocumentUserStore::new(documents)),
+        None => Arc::new(MemoryUserStore::default()),
+    };
     let sessions = wiring.sessions.client()?;
     let parts = AuthParts {
-        users: Arc::new(MemoryUserStore::default()),
+        users,
         refresh,
         throttle: LoginThrottle::new(attempts, auth.login_throttle.into()),
         hashing: HashPool::new(hasher, std::thread::available_parallelism().map_or(2, |cores| cores.get())).map_err(

@@ -67,7 +67,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
-use crate::server_process::{LaunchError, file_len, free_port, read_from, reserve, tail};
+use crate::server_process::{LaunchError, LaunchLog, free_port, kill_and_reap, reserve, tail};
 
 /// Environment variable that overrides the path of the `node` binary.
 pub const NODE_ENV: &str = "MESH_NODE";
@@ -237,15 +237,9 @@ impl FirestoreEmulator {
 
 impl Drop for FirestoreEmulator {
     fn drop(&mut self) {
-        let Some(child) = self.child.as_mut() else { return };
-        // SIGKILL right now, synchronously (`kill_on_drop` and the closing stdin pipe back this up); an error means
-        // it has exited already
-        let _ = child.start_kill();
-        // reap it, so that its port is closed when drop returns and no zombie is left to the runtime's background
-        // reaper; a killed process is gone within milliseconds, the deadline only bounds the wait
-        let deadline = std::time::Instant::now() + DROP_REAP_TIMEOUT;
-        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
+        // `kill_on_drop` and the closing stdin pipe back this up
+        if let Some(child) = self.child.as_mut() {
+            kill_and_reap(child, DROP_REAP_TIMEOUT);
         }
     }
 }
@@ -271,7 +265,7 @@ fn emulator_script() -> anyhow::Result<PathBuf> {
 /// Spawns the emulator on `port` with its log in `dir` and waits until it answers; returns the process and the pipe
 /// to its standard input.
 async fn launch(node: &Path, script: &Path, dir: &Path, port: u16) -> Result<(Child, ChildStdin), LaunchError> {
-    let log = LaunchLog::new(dir);
+    let log = LaunchLog::new(dir, LOG_FILE);
     let output = OpenOptions::new()
         .create(true)
         .append(true)
@@ -410,26 +404,6 @@ mod probe_messages {
     pub(super) struct BatchGetDocumentsResponse {
         #[prost(string, tag = "2")]
         pub(super) missing: String,
-    }
-}
-
-/// The log file of the emulator, and how long it was before this launch (it is appended to across restarts).
-struct LaunchLog {
-    path: PathBuf,
-    start: u64,
-}
-
-impl LaunchLog {
-    fn new(dir: &Path) -> Self {
-        let path = dir.join(LOG_FILE);
-        let start = file_len(&path);
-        Self { path, start }
-    }
-
-    /// What this launch wrote to its standard output and error.
-    fn since_launch(&self) -> String {
-        let text = read_from(&self.path, self.start);
-        if text.trim().is_empty() { String::from("(empty)") } else { text }
     }
 }
 

@@ -64,7 +64,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
 
-use crate::server_process::{LaunchError, file_len, free_port, read_from, reserve, tail};
+use crate::server_process::{LaunchError, LaunchLog, free_port, read_from, reap_within, reserve, tail};
 
 /// Environment variable naming a directory with the `initdb` and `postgres` binaries to use.
 pub const PG_BIN_ENV: &str = "MESH_PG_BIN";
@@ -262,20 +262,6 @@ impl Drop for PostgresServer {
     }
 }
 
-/// Polls (synchronously) until `child` has exited and been reaped; whether it has within `timeout`.
-fn reap_within(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Fast shutdown of a running `postgres`, with `SIGKILL` as the fallback.
 async fn shut_down(child: &mut Child) {
     let asked = match child.id() {
@@ -465,7 +451,7 @@ fn config(port: u16) -> tokio_postgres::Config {
 
 /// Spawns `postgres` on `port` for the cluster in `dir` and waits until it answers.
 async fn launch(binaries: &Binaries, dir: &Path, owner: Option<(u32, u32)>, port: u16) -> Result<Child, LaunchError> {
-    let log = Log::new(dir);
+    let log = LaunchLog::new(dir, LOG_FILE);
     let data = dir.join(DATA_DIR);
     let mut command = command(&binaries.postgres, dir, owner, &log.path)?;
     command
@@ -497,7 +483,7 @@ async fn launch(binaries: &Binaries, dir: &Path, owner: Option<(u32, u32)>, port
 /// Polls until the server on `port` answers a query and is ours (its data directory is `data`).
 ///
 /// Every wait also watches the process, so that an early exit (such as a lost race for the port) is seen at once.
-async fn wait_ready(child: &mut Child, data: &Path, port: u16, log: &Log) -> Result<(), LaunchError> {
+async fn wait_ready(child: &mut Child, data: &Path, port: u16, log: &LaunchLog) -> Result<(), LaunchError> {
     let deadline = Instant::now() + START_TIMEOUT;
     let expected = data.canonicalize().unwrap_or_else(|_| data.to_path_buf());
     let mut config = config(port);
@@ -543,7 +529,7 @@ async fn probe(config: &tokio_postgres::Config) -> anyhow::Result<String> {
 }
 
 /// The error for a process that exited during start-up: [`LaunchError::PortInUse`] if it could not bind the port.
-fn exited(status: io::Result<ExitStatus>, port: u16, log: &Log) -> LaunchError {
+fn exited(status: io::Result<ExitStatus>, port: u16, log: &LaunchLog) -> LaunchError {
     let status = match status {
         Ok(status) => status.to_string(),
         Err(error) => format!("cannot wait for it: {error}"),
@@ -554,26 +540,6 @@ fn exited(status: io::Result<ExitStatus>, port: u16, log: &Log) -> LaunchError {
         tail(&output, LOG_TAIL_LINES)
     );
     if output.contains("Address already in use") { LaunchError::PortInUse(error) } else { LaunchError::Fatal(error) }
-}
-
-/// The log file of one launch, and how long it was before it (it is appended to across restarts).
-struct Log {
-    path: PathBuf,
-    start: u64,
-}
-
-impl Log {
-    fn new(dir: &Path) -> Self {
-        let path = dir.join(LOG_FILE);
-        let start = file_len(&path);
-        Self { path, start }
-    }
-
-    /// What this launch wrote.
-    fn since_launch(&self) -> String {
-        let text = read_from(&self.path, self.start);
-        if text.trim().is_empty() { String::from("(empty)") } else { text }
-    }
 }
 
 // Like redis.rs, these tests start real servers: they check `launch`, which is private.

@@ -51,7 +51,7 @@ use tokio::net::TcpSocket;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::server_process::{LaunchError, file_len, free_port, read_from, reserve, tail};
+use crate::server_process::{LaunchError, LaunchLog, free_port, kill_and_reap, or_empty, reserve, tail};
 
 /// Environment variable that overrides the path of the `redis-server` binary.
 pub const REDIS_SERVER_ENV: &str = "MESH_REDIS_SERVER";
@@ -198,14 +198,9 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let Some(child) = self.child.as_mut() else { return };
-        // SIGKILL right now, synchronously (`kill_on_drop` backs this up); an error means it has exited already
-        let _ = child.start_kill();
-        // reap it, so that its port is closed when drop returns and no zombie is left to the runtime's
-        // background reaper; a killed process is gone within milliseconds, the deadline only bounds the wait
-        let deadline = std::time::Instant::now() + DROP_REAP_TIMEOUT;
-        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
+        // `kill_on_drop` backs this up
+        if let Some(child) = self.child.as_mut() {
+            kill_and_reap(child, DROP_REAP_TIMEOUT);
         }
     }
 }
@@ -227,9 +222,9 @@ async fn launch(binary: &Path, dir: &Path, port: u16) -> Result<Child, LaunchErr
     let output = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&logs.output)
-        .with_context(|| format!("cannot open {}", logs.output.display()))?;
-    let stderr = output.try_clone().with_context(|| format!("cannot open {}", logs.output.display()))?;
+        .open(&logs.output.path)
+        .with_context(|| format!("cannot open {}", logs.output.path.display()))?;
+    let stderr = output.try_clone().with_context(|| format!("cannot open {}", logs.output.path.display()))?;
 
     let mut command = Command::new(binary);
     command
@@ -242,7 +237,7 @@ async fn launch(binary: &Path, dir: &Path, port: u16) -> Result<Child, LaunchErr
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
-        .arg(&logs.log)
+        .arg(&logs.log.path)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(output)
@@ -335,28 +330,20 @@ async fn probe(client: &redis::Client, config: &AsyncConnectionConfig) -> redis:
     Ok(served_dir)
 }
 
-/// The log files of one launch, and how long they were before it (they are appended to across restarts).
+/// The log files of one launch: its standard output and error, and redis-server's log.
 struct Logs {
-    log: PathBuf,
-    output: PathBuf,
-    log_start: u64,
-    output_start: u64,
+    output: LaunchLog,
+    log: LaunchLog,
 }
 
 impl Logs {
     fn new(dir: &Path) -> Self {
-        let log = dir.join(LOG_FILE);
-        let output = dir.join(OUTPUT_FILE);
-        let log_start = file_len(&log);
-        let output_start = file_len(&output);
-        Self { log, output, log_start, output_start }
+        Self { output: LaunchLog::new(dir, OUTPUT_FILE), log: LaunchLog::new(dir, LOG_FILE) }
     }
 
     /// What this launch wrote: its standard output and error, then its log.
     fn since_launch(&self) -> String {
-        let mut text = read_from(&self.output, self.output_start);
-        text.push_str(&read_from(&self.log, self.log_start));
-        if text.trim().is_empty() { String::from("(empty)") } else { text }
+        or_empty(self.output.text() + &self.log.text())
     }
 }
 

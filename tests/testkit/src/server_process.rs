@@ -66,6 +66,60 @@ pub(crate) fn read_from(path: &Path, start: u64) -> String {
     read().unwrap_or_default()
 }
 
+/// A log file of one launch of a server, and how long it was before the launch (it is
+/// appended to across restarts).
+pub(crate) struct LaunchLog {
+    /// The file.
+    pub(crate) path: std::path::PathBuf,
+    start: u64,
+}
+
+impl LaunchLog {
+    /// The log `file` in `dir`, from its current end on.
+    pub(crate) fn new(dir: &Path, file: &str) -> Self {
+        let path = dir.join(file);
+        let start = file_len(&path);
+        Self { path, start }
+    }
+
+    /// What this launch wrote to it, possibly nothing.
+    pub(crate) fn text(&self) -> String {
+        read_from(&self.path, self.start)
+    }
+
+    /// What this launch wrote to it, or `(empty)`.
+    pub(crate) fn since_launch(&self) -> String {
+        or_empty(self.text())
+    }
+}
+
+/// `text`, or `(empty)` when it holds nothing but whitespace.
+pub(crate) fn or_empty(text: String) -> String {
+    if text.trim().is_empty() { String::from("(empty)") } else { text }
+}
+
+/// Waits (blocking, for `Drop`) until `child` has exited, at most `timeout`; whether it did.
+pub(crate) fn reap_within(child: &mut tokio::process::Child, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Kills `child` at once (SIGKILL; an error means it has exited already) and reaps it, so that
+/// its port is closed when this returns and no zombie is left to the runtime's reaper; a killed
+/// process is gone within milliseconds, `timeout` only bounds the wait.
+pub(crate) fn kill_and_reap(child: &mut tokio::process::Child, timeout: std::time::Duration) {
+    let _ = child.start_kill();
+    reap_within(child, timeout);
+}
+
 /// The last `lines` lines of `text`.
 pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.trim_end().lines().collect();

@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::FieldViolation;
-use mesh_core::documents::{DocKey, Document, DocumentError, DocumentStore, Expect, Fields, Precondition, Version, Write};
+use mesh_core::documents::{
+    DocKey, Document, DocumentError, DocumentStore, Expect, Fields, Precondition, Version, Write,
+};
 use mesh_core::request_id::{REQUEST_ID_TTL, RequestId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -96,7 +98,11 @@ impl UserStore for DocumentUserStore {
                     return Err(AuthError::UserNotFound);
                 };
                 let user = User { password_hash: hash.clone(), update_time: now, ..decode_user(&document)? };
-                let write = Write::Put { key: key.clone(), fields: user_fields(&user)?, expect: Expect::Version(document.version) };
+                let write = Write::Put {
+                    key: key.clone(),
+                    fields: user_fields(&user)?,
+                    expect: Expect::Version(document.version),
+                };
                 match self.documents.commit(vec![write]).await {
                     Ok(_) => return Ok(as_stored(user)),
                     // changed since it was read: read it again
@@ -157,7 +163,10 @@ enum Claim {
 impl DocumentUserStore {
     /// Registers `user` without a request id.
     async fn create_new(&self, user: User) -> Result<User, AuthError> {
-        let writes = vec![email_claim(&user)?, Write::Create { key: user_key(&user.tenant, &user.id)?, fields: user_fields(&user)? }];
+        let writes = vec![
+            email_claim(&user)?,
+            Write::Create { key: user_key(&user.tenant, &user.id)?, fields: user_fields(&user)? },
+        ];
         match self.documents.commit(writes).await {
             Ok(_) => Ok(as_stored(user)),
             // the account's id is 128 random bits: only the email marker can exist
@@ -174,7 +183,8 @@ impl DocumentUserStore {
             // Read the request marker first: a retry then writes nothing (on the emulator, a
             // commit that fails on the request marker would leave the email marker behind).
             let now = SystemTime::now();
-            let marker = to_fields(&RequestMarker { user_id: user.id.to_string(), create_time_micros: to_micros(now) })?;
+            let marker =
+                to_fields(&RequestMarker { user_id: user.id.to_string(), create_time_micros: to_micros(now) })?;
             let claim = match self.claim(&user.tenant, &request_key, now).await? {
                 Claim::Answered(first) => return answer(first, &user),
                 Claim::Free => Write::Create { key: request_key.clone(), fields: marker },
@@ -328,4 +338,133 @@ fn from_micros(micros: i64) -> SystemTime {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use mesh_core::documents::{BoxFuture as DocFuture, Committed, MemoryDocuments, Page, Query};
+    use serde_json::json;
+
+    use super::*;
+
+    fn user(tenant: &str, email: &str) -> User {
+        let now = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        User {
+            id: UserId::generate(),
+            tenant: tenant.into(),
+            email: Email::parse(email, "email").unwrap(),
+            password_hash: PasswordHash::from_stored("$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA".into()),
+            create_time: now,
+            update_time: now,
+        }
+    }
+
+    fn fields(value: serde_json::Value) -> Fields {
+        match value {
+            serde_json::Value::Object(fields) => fields,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    async fn put(documents: &MemoryDocuments, key: DocKey, value: serde_json::Value) {
+        documents.commit(vec![Write::Put { key, fields: fields(value), expect: Expect::Any }]).await.unwrap();
+    }
+
+    #[test]
+    fn times_keep_microseconds_on_both_sides_of_the_epoch() {
+        for micros in [0, 1, 1_700_000_000_123_456, -1, -86_400_000_001] {
+            assert_eq!(to_micros(from_micros(micros)), micros);
+        }
+        let nanos = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        assert_eq!(to_micros(nanos), 1_700_000_000_123_456, "nanoseconds are dropped");
+    }
+
+    #[tokio::test]
+    async fn an_expired_request_id_is_replaced_by_the_next_registration() {
+        let documents = Arc::new(MemoryDocuments::new());
+        let store = DocumentUserStore::new(documents.clone());
+        let id = RequestId::parse("3f2b8c1e-9d4a-4e7b-8c21-5a6f0b9d7e13", "request_id").unwrap().unwrap();
+        let first = store.create(user("acme", "alice@example.com"), None).await.unwrap();
+        let expired = to_micros(SystemTime::now() - REQUEST_ID_TTL - Duration::from_secs(1));
+        let marker = json!({"user_id": first.id.as_str(), "create_time_micros": expired});
+        put(&documents, DocKey::new("acme", USER_REQUESTS, id.as_str()).unwrap(), marker).await;
+
+        let bob = store.create(user("acme", "bob@example.com"), Some(&id)).await.unwrap();
+        assert_ne!(bob.id, first.id, "an expired id no longer answers");
+        let retry = store.create(user("acme", "bob@example.com"), Some(&id)).await.unwrap();
+        assert_eq!(retry, bob, "the replaced marker answers for the new account");
+    }
+
+    #[tokio::test]
+    async fn a_request_id_whose_account_is_gone_is_replaced() {
+        let documents = Arc::new(MemoryDocuments::new());
+        let store = DocumentUserStore::new(documents.clone());
+        let id = RequestId::parse("3f2b8c1e-9d4a-4e7b-8c21-5a6f0b9d7e13", "request_id").unwrap().unwrap();
+        let marker =
+            json!({"user_id": UserId::generate().as_str(), "create_time_micros": to_micros(SystemTime::now())});
+        put(&documents, DocKey::new("acme", USER_REQUESTS, id.as_str()).unwrap(), marker).await;
+
+        let alice = store.create(user("acme", "alice@example.com"), Some(&id)).await.unwrap();
+        assert_eq!(store.by_id("acme", &alice.id).await.unwrap(), Some(alice));
+    }
+
+    #[tokio::test]
+    async fn addresses_of_any_spelling_get_valid_marker_keys() {
+        let store = DocumentUserStore::new(Arc::new(MemoryDocuments::new()));
+        let odd = store.create(user("acme", "Ö/{x}+tag@Example.com"), None).await.unwrap();
+        let found = store.by_email("acme", &Email::parse("ö/{X}+TAG@example.COM", "email").unwrap()).await.unwrap();
+        assert_eq!(found, Some(odd));
+        let long = format!("{}@{}.example.com", "a".repeat(64), "b".repeat(63));
+        assert!(store.create(user("acme", &long), None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn corrupt_documents_read_as_unavailable() {
+        let documents = Arc::new(MemoryDocuments::new());
+        let store = DocumentUserStore::new(documents.clone());
+        let id = UserId::generate();
+        put(&documents, user_key("acme", &id).unwrap(), json!({"email": 7})).await;
+        let broken = store.by_id("acme", &id).await.unwrap_err();
+        assert!(matches!(broken, AuthError::Unavailable(_)), "{broken:?}");
+        let later = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let hash = PasswordHash::from_stored("x".into());
+        assert!(matches!(store.set_password("acme", &id, hash, later).await, Err(AuthError::Unavailable(_))));
+
+        let email = Email::parse("alice@example.com", "email").unwrap();
+        put(&documents, email_key("acme", &email).unwrap(), json!({"user_id": "not an id"})).await;
+        assert!(matches!(store.by_email("acme", &email).await, Err(AuthError::Unavailable(_))));
+        let bad_address =
+            json!({"email": "nope", "password_hash": "x", "create_time_micros": 0, "update_time_micros": 0});
+        put(&documents, user_key("acme", &id).unwrap(), bad_address).await;
+        assert!(matches!(store.by_id("acme", &id).await, Err(AuthError::Unavailable(_))));
+    }
+
+    /// A document store that is always down.
+    struct Down;
+
+    impl DocumentStore for Down {
+        fn get<'a>(&'a self, _: &'a [DocKey]) -> DocFuture<'a, Result<Vec<Option<Document>>, DocumentError>> {
+            Box::pin(async { Err(DocumentError::Unavailable("down".into())) })
+        }
+
+        fn commit(&self, _: Vec<Write>) -> DocFuture<'_, Result<Committed, DocumentError>> {
+            Box::pin(async { Err(DocumentError::Unavailable("down".into())) })
+        }
+
+        fn query<'a>(&'a self, _: &'a Query) -> DocFuture<'a, Result<Page, DocumentError>> {
+            Box::pin(async { Err(DocumentError::Unavailable("down".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_unavailable_and_a_bad_tenant_invalid() {
+        let store = DocumentUserStore::new(Arc::new(Down));
+        let alice = user("acme", "alice@example.com");
+        assert!(matches!(store.create(alice.clone(), None).await, Err(AuthError::Unavailable(_))));
+        assert!(matches!(store.by_email("acme", &alice.email).await, Err(AuthError::Unavailable(_))));
+        assert!(matches!(store.by_id("acme", &alice.id).await, Err(AuthError::Unavailable(_))));
+
+        let invalid = store.by_id("a/b", &alice.id).await.unwrap_err();
+        assert!(
+            matches!(invalid, AuthError::Invalid(ref violations) if violations[0].field == "tenant_id"),
+            "{invalid:?}"
+        );
+    }
+}

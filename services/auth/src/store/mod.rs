@@ -1,8 +1,8 @@
 //! The I/O boundaries of Auth: where accounts and refresh tokens live.
 //!
-//! - [`UserStore`]: accounts, unique by (tenant, normalized email). [`MemoryUserStore`] now;
-//!   the document-store implementation arrives with the storage issue and passes the same
-//!   checks.
+//! - [`UserStore`]: accounts, unique by (tenant, normalized email). [`MemoryUserStore`] and
+//!   [`DocumentUserStore`] (on the document store: Firestore) pass one conformance suite
+//!   (`tests/users.rs`).
 //! - [`RefreshTokenStore`]: refresh tokens by hash, in families, with atomic rotation and
 //!   reuse detection. [`MemoryRefreshStore`] and [`RedisRefreshStore`] pass one conformance
 //!   suite (`tests/refresh.rs`).
@@ -17,10 +17,12 @@ use mesh_core::request_id::RequestId;
 use crate::AuthError;
 use crate::domain::{Email, FamilyId, PasswordHash, RefreshRecord, RefreshTokenHash, User, UserId};
 
+mod documents;
 mod memory;
 mod redis;
 pub mod throttle;
 
+pub use documents::DocumentUserStore;
 pub use memory::{MemoryRefreshStore, MemoryUserStore};
 pub use redis::RedisRefreshStore;
 pub use throttle::{AttemptStore, LoginThrottle, MemoryAttemptStore, RedisAttemptStore, ThrottleSettings};

@@ -9,6 +9,9 @@
 //!
 //! [`MemoryActivityStore`] and [`RedisActivityStore`] pass one conformance suite
 //! (`tests/activities.rs`).
+//!
+//! The feed archive ([`FeedArchive`]) lives beside them: in memory, in Redis, or in the
+//! document store ([`DocumentFeedArchive`], `archive_documents`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,11 +23,13 @@ use mesh_core::request_id::RequestId;
 use crate::domain::{Activity, ActivityId, FeedError, FeedName};
 
 pub mod archive;
+pub mod archive_documents;
 mod memory;
 pub mod read_model;
 mod redis;
 
 pub use archive::{ArchivedEvent, FeedArchive, MemoryFeedArchive, RedisFeedArchive};
+pub use archive_documents::DocumentFeedArchive;
 pub use memory::MemoryActivityStore;
 pub use read_model::{MemoryReadModel, ReadModel, RedisReadModel};
 pub use redis::RedisActivityStore;
