@@ -11,7 +11,7 @@ use mesh_core::backend::{RedisPool, redis_pool};
 use mesh_core::config::RedisSettings;
 use mesh_core::documents::{
     BoxFuture, CacheSettings, CachedDocuments, Committed, DocKey, Document, DocumentError, DocumentStore, Expect,
-    Fields, FirestoreDocuments, FirestoreSettings, MemoryDocuments, Page, Query, Write,
+    Fields, FirestoreDocuments, MemoryDocuments, Page, Query, Write,
 };
 use mesh_testkit::{FirestoreEmulator, RedisServer, eventually};
 use serde_json::json;
@@ -151,11 +151,7 @@ async fn a_cached_value_of_another_document_is_never_served() {
 async fn with_the_store_down_hits_are_served_until_their_ttl_and_misses_fail_fast_until_it_is_back() {
     let redis = RedisServer::start().await.unwrap();
     let mut emulator = FirestoreEmulator::start().await.unwrap();
-    let settings = FirestoreSettings {
-        project_id: emulator.project_id().to_owned(),
-        emulator_host: Some(emulator.host()),
-        ..FirestoreSettings::default()
-    };
+    let settings = emulator.settings();
     let store = Arc::new(Probe::new(FirestoreDocuments::connect(&settings).await.unwrap()));
     let ttl = Duration::from_millis(1500);
     let cache = CacheSettings {

@@ -10,7 +10,7 @@ use mesh_core::backend::redis_pool;
 use mesh_core::config::RedisSettings;
 use mesh_core::documents::{
     CacheSettings, CachedDocuments, Direction, DocKey, DocumentError, DocumentStore, Expect, Fields, Filter,
-    FirestoreDocuments, FirestoreSettings, MemoryDocuments, Op, Precondition, Query, Scope, Write,
+    FirestoreDocuments, MemoryDocuments, Op, Precondition, Query, Scope, Write,
 };
 use mesh_testkit::{FirestoreEmulator, RedisServer};
 use serde_json::{Value, json};
@@ -34,11 +34,7 @@ impl Fixture {
             Kind::Memory => (Arc::new(MemoryDocuments::new()), None),
             Kind::Firestore => {
                 let emulator = FirestoreEmulator::start().await.expect("the firestore emulator starts");
-                let settings = FirestoreSettings {
-                    project_id: emulator.project_id().to_owned(),
-                    emulator_host: Some(emulator.host()),
-                    ..FirestoreSettings::default()
-                };
+                let settings = emulator.settings();
                 let store = FirestoreDocuments::connect(&settings).await.expect("firestore connects");
                 (Arc::new(store), Some(emulator))
             }

@@ -10,7 +10,8 @@ use mesh_core::backend::{RedisPool, redis_pool};
 use mesh_core::broker::{Epoch, Position};
 use mesh_core::config::RedisSettings;
 use mesh_core::documents::{
-    DocKey, DocumentStore, Expect, FirestoreDocuments, FirestoreSettings, MemoryDocuments, Write,
+    BoxFuture, Committed, DocKey, Document, DocumentError, DocumentStore, Expect, FirestoreDocuments,
+    FirestoreSettings, MemoryDocuments, Page, Query, Write,
 };
 use mesh_feed::FeedError;
 use mesh_feed::domain::{Activity, ActivityId, FeedEvent, FeedName, NewActivity, Tombstone};
@@ -149,6 +150,7 @@ suite!(
     an_older_epoch_comes_first_whatever_its_text,
     a_tenant_never_sees_another_tenants_events,
     an_unknown_tenant_or_feed_has_no_events,
+    an_event_twice_in_one_batch_keeps_its_first_copy,
 );
 
 async fn every_event_comes_back_in_its_feeds_in_offset_order(fixture: Fixture) {
@@ -284,6 +286,87 @@ async fn an_unknown_tenant_or_feed_has_no_events(fixture: Fixture) {
     fixture.archive.append("acme", &[]).await.unwrap();
     assert!(fixture.archive.events("acme", &FeedName::actor("dave")).await.unwrap().is_empty());
     assert_eq!(fixture.archive.feeds("acme").await.unwrap().len(), 4);
+}
+
+async fn an_event_twice_in_one_batch_keeps_its_first_copy(fixture: Fixture) {
+    let events = fifteen_hundred("acme")[..3].to_vec();
+    let batch =
+        [events[0].clone(), moved(&events[0], 100), events[1].clone(), events[2].clone(), moved(&events[2], 100)];
+    fixture.archive.append("acme", &batch).await.unwrap();
+    assert_eq!(fixture.archive.events("acme", &FeedName::Global).await.unwrap(), events);
+}
+
+/// A document store that fails every commit once `commits` have succeeded: an archive
+/// consumer that stops part-way through an append.
+struct StoppingDocuments {
+    inner: Arc<dyn DocumentStore>,
+    commits: std::sync::atomic::AtomicUsize,
+}
+
+impl DocumentStore for StoppingDocuments {
+    fn get<'a>(&'a self, keys: &'a [DocKey]) -> BoxFuture<'a, Result<Vec<Option<Document>>, DocumentError>> {
+        self.inner.get(keys)
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<Committed, DocumentError>> {
+        use std::sync::atomic::Ordering;
+        match self.commits.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1)) {
+            Ok(_) => self.inner.commit(writes),
+            Err(_) => Box::pin(async { Err(DocumentError::Unavailable("stopped".into())) }),
+        }
+    }
+
+    fn query<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Page, DocumentError>> {
+        self.inner.query(query)
+    }
+}
+
+/// Not part of the suite (only the document archive writes in several steps): an append that
+/// stopped after any of its commits is completed by the next append of the same events, as
+/// first written when the events were stored before it stopped.
+async fn an_append_stopped_part_way_is_completed_by_the_next(documents: Arc<dyn DocumentStore>) {
+    // Three events: one commit creates them, one writes their entries, one their feeds.
+    for stop_after in 0..3 {
+        let tenant = format!("t{stop_after}");
+        let events = fifteen_hundred(&tenant)[..3].to_vec();
+        let stopping = StoppingDocuments { inner: documents.clone(), commits: stop_after.into() };
+        let result = DocumentFeedArchive::new(Arc::new(stopping)).append(&tenant, &events).await;
+        assert!(matches!(result, Err(FeedError::Unavailable(_))), "{stop_after}: {result:?}");
+
+        let archive = DocumentFeedArchive::new(documents.clone());
+        let again: Vec<ArchivedEvent> = events.iter().map(|archived| moved(archived, 100)).collect();
+        archive.append(&tenant, &again).await.unwrap();
+        let expected = if stop_after == 0 { &again } else { &events };
+        assert_eq!(&archive.events(&tenant, &FeedName::Global).await.unwrap(), expected, "{stop_after}");
+        assert_eq!(&archive.events(&tenant, &FeedName::actor("alice")).await.unwrap(), &expected[..1]);
+        assert_eq!(archive.feeds(&tenant).await.unwrap().len(), 4, "{stop_after}");
+    }
+}
+
+#[tokio::test]
+async fn an_append_stopped_part_way_in_memory_documents_is_completed_by_the_next() {
+    an_append_stopped_part_way_is_completed_by_the_next(Arc::new(MemoryDocuments::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_stopped_part_way_in_firestore_is_completed_by_the_next() {
+    let (documents, _emulator) = firestore_documents().await;
+    an_append_stopped_part_way_is_completed_by_the_next(documents).await;
+}
+
+/// Not part of the suite: an entry document that does not decode is a backend fault, never
+/// skipped.
+#[tokio::test]
+async fn a_document_entry_that_does_not_decode_is_unavailable() {
+    let documents = Arc::new(MemoryDocuments::new());
+    let archive = DocumentFeedArchive::new(documents.clone());
+    archive.append("acme", &fifteen_hundred("acme")[..1]).await.unwrap();
+    let fields = json!({ "key": "global:broken", "feed": "global", "event": "{", "positions": [] });
+    let serde_json::Value::Object(fields) = fields else { unreachable!() };
+    let key = DocKey::new("acme", "feed_archive_entries", "global:broken").unwrap();
+    documents.commit(vec![Write::Put { key, fields, expect: Expect::Any }]).await.unwrap();
+    let result = archive.events("acme", &FeedName::Global).await;
+    assert!(matches!(result, Err(FeedError::Unavailable(_))), "{result:?}");
 }
 
 /// Not part of the suite (memory keeps no records to corrupt): a record that does not decode

@@ -26,7 +26,6 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use mesh_core::auth::SigningKeyPair;
 use mesh_core::config::BlobBackend;
-use mesh_core::documents::FirestoreSettings;
 use mesh_proto::mesh::storage::v1 as pb;
 use mesh_testkit::bench::rss_bytes;
 use mesh_testkit::{FirestoreEmulator, RedisServer, TestApp};
@@ -132,11 +131,7 @@ async fn measure<F: AsyncFnMut() -> anyhow::Result<()>>(
 async fn bench(warmup: Duration, run: Duration) -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let emulator = FirestoreEmulator::start().await?;
-    let firestore = FirestoreSettings {
-        project_id: emulator.project_id().to_owned(),
-        emulator_host: Some(emulator.host()),
-        ..FirestoreSettings::default()
-    };
+    let firestore = emulator.settings();
     let cached = TestApp::on_redis(&redis, SigningKeyPair::generate(), move |settings| {
         settings.documents.firestore = Some(firestore);
         settings.storage.blobs = BlobBackend::Memory;

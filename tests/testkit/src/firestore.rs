@@ -167,6 +167,15 @@ impl FirestoreEmulator {
         &self.project_id
     }
 
+    /// The `[documents.firestore]` settings that reach this emulator.
+    pub fn settings(&self) -> mesh_core::documents::FirestoreSettings {
+        mesh_core::documents::FirestoreSettings {
+            project_id: self.project_id.clone(),
+            emulator_host: Some(self.host()),
+            ..mesh_core::documents::FirestoreSettings::default()
+        }
+    }
+
     /// The database of [`project_id`](Self::project_id): `projects/ID/databases/(default)`, as Firestore requests
     /// name it.
     pub fn database_path(&self) -> String {

@@ -419,7 +419,13 @@ mod tests {
 
     #[test]
     fn a_feeds_entry_keys_lie_strictly_between_its_bounds_and_no_other_feeds_do() {
-        let feeds = [FeedName::Global, FeedName::actor("a"), FeedName::actor("a.b"), FeedName::actor("a-"), FeedName::actor("a0")];
+        let feeds = [
+            FeedName::Global,
+            FeedName::actor("a"),
+            FeedName::actor("a.b"),
+            FeedName::actor("a-"),
+            FeedName::actor("a0"),
+        ];
         for feed in &feeds {
             let prefix = escape(&feed.to_string());
             let (low, high) = (format!("{prefix}:"), format!("{prefix};"));
@@ -451,7 +457,8 @@ mod tests {
         broken_position["positions"][0]["position"] = json!("x:e");
         let mut broken_feed = record_fields(&event);
         broken_feed["positions"][1]["feed"] = json!("actors/");
-        let malformed = [Fields::new(), Fields::from_iter([("event".to_owned(), json!("{}"))]), broken_position, broken_feed];
+        let malformed =
+            [Fields::new(), Fields::from_iter([("event".to_owned(), json!("{}"))]), broken_position, broken_feed];
         for fields in malformed {
             assert!(matches!(decode_record(&fields), Err(FeedError::Unavailable(_))), "{fields:?}");
         }

@@ -4,18 +4,13 @@
 
 use mesh_core::auth::SigningKeyPair;
 use mesh_core::config::{BlobBackend, Secret, Settings};
-use mesh_core::documents::FirestoreSettings;
 use mesh_proto::mesh::storage::v1 as pb;
 use mesh_testkit::{FirestoreEmulator, RedisServer, TestApp};
 
 use crate::support::{Files, Http};
 
 fn on_firestore(emulator: &FirestoreEmulator, blobs: &std::path::Path) -> impl FnOnce(&mut Settings) + use<> {
-    let firestore = FirestoreSettings {
-        project_id: emulator.project_id().to_owned(),
-        emulator_host: Some(emulator.host()),
-        ..FirestoreSettings::default()
-    };
+    let firestore = emulator.settings();
     let blobs = blobs.to_path_buf();
     move |settings| {
         settings.documents.firestore = Some(firestore);
