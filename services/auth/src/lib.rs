@@ -3,8 +3,8 @@
 //! - [`domain`]: the pure types and rules: emails, passwords and their Argon2id hashes, user
 //!   ids, refresh tokens (opaque, stored only as a hash), the access-token issuer and
 //!   [`AuthError`]. No I/O, no transport types.
-//! - [`store`]: the I/O boundaries: [`UserStore`](store::UserStore) (accounts; memory now,
-//!   the document store with the storage issue) and
+//! - [`store`]: the I/O boundaries: [`UserStore`](store::UserStore) (accounts: memory, or
+//!   the document store, i.e. Firestore) and
 //!   [`RefreshTokenStore`](store::RefreshTokenStore) (memory and Redis: atomic rotation with
 //!   reuse detection).
 //!

@@ -10,8 +10,8 @@ use mesh_core::backend::{RedisPool, redis_pool};
 use mesh_core::broker::{Epoch, Position};
 use mesh_core::config::RedisSettings;
 use mesh_core::documents::{
-    BoxFuture, Committed, DocKey, Document, DocumentError, DocumentStore, Expect, FirestoreDocuments,
-    FirestoreSettings, MemoryDocuments, Page, Query, Write,
+    BoxFuture, Committed, DocKey, Document, DocumentError, DocumentStore, Expect, FirestoreDocuments, MemoryDocuments,
+    Page, Query, Write,
 };
 use mesh_feed::FeedError;
 use mesh_feed::domain::{Activity, ActivityId, FeedEvent, FeedName, NewActivity, Tombstone};
@@ -80,12 +80,7 @@ macro_rules! suite {
 
 async fn firestore_documents() -> (Arc<dyn DocumentStore>, FirestoreEmulator) {
     let emulator = FirestoreEmulator::start().await.expect("the firestore emulator starts");
-    let settings = FirestoreSettings {
-        project_id: emulator.project_id().to_owned(),
-        emulator_host: Some(emulator.host()),
-        ..FirestoreSettings::default()
-    };
-    let documents = FirestoreDocuments::connect(&settings).await.expect("firestore connects");
+    let documents = FirestoreDocuments::connect(&emulator.settings()).await.expect("firestore connects");
     (Arc::new(documents), emulator)
 }
 

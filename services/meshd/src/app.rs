@@ -20,7 +20,9 @@ use mesh_core::auth::{
     MemoryRevocationStore, RedisRevocationStore, RevocationStore, Revocations, SigningKeyPair, TokenVerifier,
     load_or_create_dev_key,
 };
+use mesh_core::backend::BackendProbe;
 use mesh_core::config::{ConfigError, ServerSettings, Settings};
+use mesh_core::documents::DocumentsProbe;
 use mesh_core::transport::{AuthLayer, EndStreams, RpcLayer};
 
 use crate::coalesce::Coalescing;
@@ -44,6 +46,8 @@ const REFLECTION_SERVICES: [&str; 2] =
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 /// How often backend probes run.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a backend probe may take before its backend counts as down.
+const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Extra time, after the drain period, for ended streams to flush before serve returns.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -138,7 +142,10 @@ impl App {
         let health_service = health_service
             .max_decoding_message_size(server_settings.max_decoding_message_size)
             .max_encoding_message_size(server_settings.max_encoding_message_size);
-        let targets = self.health_targets(&backbone);
+        // One document store for every service: Firestore (cached in Redis) when configured.
+        let documents = crate::storage::documents(&self.settings, &backbone).await?;
+        let durable_documents = self.settings.documents.firestore.is_some().then(|| documents.clone());
+        let targets = self.health_targets(&backbone, durable_documents.as_ref());
         let monitor =
             health::spawn_monitor(reporter.clone(), targets.clone(), HEALTH_PROBE_INTERVAL, stopping.clone()).await;
 
@@ -158,8 +165,6 @@ impl App {
 
         let selected = |name: &str| self.services.iter().any(|entry| entry.name == name);
         // One document store for every service: Firestore (cached in Redis) when configured.
-        let documents = crate::storage::documents(&self.settings, &backbone).await?;
-        let durable_documents = self.settings.documents.firestore.is_some().then(|| documents.clone());
         let session = if selected("session") {
             Some(crate::session::start(&self.settings, &backbone, &revocations, &mut tasks, &background).await?)
         } else {
@@ -253,19 +258,31 @@ impl App {
 
     /// Health targets: reflection (no backend), and every mesh service, which depends on
     /// the backbone's backend.
-    fn health_targets(&self, backbone: &Backbone) -> Vec<HealthTarget> {
+    fn health_targets(
+        &self,
+        backbone: &Backbone,
+        documents: Option<&Arc<dyn mesh_core::documents::DocumentStore>>,
+    ) -> Vec<HealthTarget> {
         let mut targets: Vec<HealthTarget> = Vec::new();
         if self.settings.server.reflection {
             targets.extend(
                 REFLECTION_SERVICES.iter().map(|name| HealthTarget { service: (*name).to_owned(), probes: Vec::new() }),
             );
         }
+        let documents: Option<Arc<dyn BackendProbe>> = documents
+            .map(|store| Arc::new(DocumentsProbe::new(store.clone(), HEALTH_PROBE_TIMEOUT)) as Arc<dyn BackendProbe>);
         for entry in &self.services {
+            let mut probes = vec![backbone.probe()];
+            // Storage keeps its files there; Auth and Feed only their accounts and archive,
+            // whose outage their own calls report.
+            if entry.name == "storage" {
+                probes.extend(documents.clone());
+            }
             targets.extend(
                 entry
                     .grpc_names
                     .iter()
-                    .map(|name| HealthTarget { service: (*name).to_owned(), probes: vec![backbone.probe()] }),
+                    .map(|name| HealthTarget { service: (*name).to_owned(), probes: probes.clone() }),
             );
         }
         targets

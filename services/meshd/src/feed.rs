@@ -1,7 +1,8 @@
-//! Wiring of the Feed service: activity records, read models and the event archive in Redis
-//! when the backbone is (else in memory), the projector on the backbone's broker, the
-//! consumers of the feed jobs (read models and archive) as background tasks, the per-caller
-//! limits and the page-token key from `[feed]`.
+//! Wiring of the Feed service: activity records and read models in Redis when the backbone
+//! is (else in memory); the event archive in the document store when `[documents.firestore]`
+//! is configured, else in Redis when the backbone is, else in memory; the projector on the
+//! backbone's broker, the consumers of the feed jobs (read models and archive) as background
+//! tasks, the per-caller limits and the page-token key from `[feed]`.
 
 use std::sync::Arc;
 
@@ -12,18 +13,20 @@ use mesh_feed::page_token::PageTokens;
 use mesh_feed::projection::FeedWorkers;
 use mesh_feed::projector::Projector;
 use mesh_feed::store::{
-    ActivityStore, FeedArchive, MemoryActivityStore, MemoryFeedArchive, MemoryReadModel, ReadModel, RedisActivityStore,
-    RedisFeedArchive, RedisReadModel,
+    ActivityStore, DocumentFeedArchive, FeedArchive, MemoryActivityStore, MemoryFeedArchive, MemoryReadModel,
+    ReadModel, RedisActivityStore, RedisFeedArchive, RedisReadModel,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backbone::Backbone;
 
-/// The stores of the Feed service.
-type Stores = (Arc<dyn ActivityStore>, Arc<dyn ReadModel>, Arc<dyn FeedArchive>);
+/// The activity store and read models of the Feed service.
+type Stores = (Arc<dyn ActivityStore>, Arc<dyn ReadModel>);
 
-/// Builds the Feed service on `backbone`; its job consumers run in `tasks` until `stop`.
+/// Builds the Feed service on `backbone`, archiving its events in `documents` when given (the
+/// durable document store of `[documents.firestore]`); its job consumers run in `tasks`
+/// until `stop`.
 pub fn start(
     settings: &Settings,
     backbone: &Backbone,
@@ -32,18 +35,21 @@ pub fn start(
     stop: &CancellationToken,
 ) -> Result<FeedServer, ConfigError> {
     let feed = &settings.feed;
-    let _ = documents;
-    let (store, models, archive): Stores = match &backbone.redis {
+    let (store, models): Stores = match &backbone.redis {
         Some(pool) => (
             Arc::new(RedisActivityStore::new(pool.clone(), backbone.history)),
             Arc::new(RedisReadModel::new(pool.clone())),
-            Arc::new(RedisFeedArchive::new(pool.clone())),
         ),
         None => (
             Arc::new(MemoryActivityStore::new(backbone.broker.clone(), backbone.jobs.clone())),
             Arc::new(MemoryReadModel::default()),
-            Arc::new(MemoryFeedArchive::default()),
         ),
+    };
+    // The archive is what read models are rebuilt from: the durable store when there is one.
+    let archive: Arc<dyn FeedArchive> = match (documents, &backbone.redis) {
+        (Some(documents), _) => Arc::new(DocumentFeedArchive::new(documents)),
+        (None, Some(pool)) => Arc::new(RedisFeedArchive::new(pool.clone())),
+        (None, None) => Arc::new(MemoryFeedArchive::default()),
     };
     let projector =
         Arc::new(Projector::new(backbone.broker.clone(), models.clone(), archive.clone(), backbone.history.size));

@@ -236,10 +236,7 @@ impl DocumentUserStore {
 /// The answer to a repeated request id: the first account if it is for the same email.
 fn answer(first: User, user: &User) -> Result<User, AuthError> {
     if first.email.normalized() != user.email.normalized() {
-        return Err(AuthError::Invalid(vec![FieldViolation::new(
-            "request_id",
-            "was used for another registration in this tenant; send a new UUID",
-        )]));
+        return Err(super::memory::request_id_reused());
     }
     Ok(first)
 }

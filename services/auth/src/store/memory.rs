@@ -87,7 +87,7 @@ impl UserStore for MemoryUserStore {
 }
 
 /// The error of a request id used before for another registration.
-fn request_id_reused() -> AuthError {
+pub(super) fn request_id_reused() -> AuthError {
     AuthError::Invalid(vec![mesh_core::FieldViolation::new(
         "request_id",
         "was used for another registration in this tenant; send a new UUID",

@@ -324,6 +324,45 @@ impl<S: DocumentStore + ?Sized> DocumentStore for std::sync::Arc<S> {
     }
 }
 
+/// The health probe of a document store: a batch get of one document that never exists
+/// (`tenants/_mesh/health/probe`; no tenant id can be `_mesh`), within a deadline.
+pub struct DocumentsProbe {
+    store: std::sync::Arc<dyn DocumentStore>,
+    timeout: std::time::Duration,
+    key: DocKey,
+}
+
+impl std::fmt::Debug for DocumentsProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentsProbe").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+impl DocumentsProbe {
+    /// A probe of `store` that gives up after `timeout`.
+    pub fn new(store: std::sync::Arc<dyn DocumentStore>, timeout: std::time::Duration) -> Self {
+        let key = DocKey::new("_mesh", "health", "probe").expect("a valid key");
+        Self { store, timeout, key }
+    }
+}
+
+impl crate::backend::BackendProbe for DocumentsProbe {
+    fn name(&self) -> &str {
+        "documents"
+    }
+
+    fn check(&self) -> crate::backend::ProbeFuture<'_> {
+        Box::pin(async move {
+            let unavailable = || crate::Error::unavailable("BACKEND_UNAVAILABLE", "the document store is unavailable");
+            match tokio::time::timeout(self.timeout, self.store.get(std::slice::from_ref(&self.key))).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(error)) => Err(unavailable().with_source(error)),
+                Err(_) => Err(unavailable()),
+            }
+        })
+    }
+}
+
 /// Checks that a commit writes each document at most once (both stores require it).
 fn check_distinct(writes: &[Write]) -> Result<(), DocumentError> {
     let mut keys: Vec<&DocKey> = writes.iter().map(Write::key).collect();
