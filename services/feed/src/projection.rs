@@ -10,8 +10,10 @@
 //!   event id, so read models can be rebuilt from it ([`Projector::rebuild`]).
 //!
 //! A job that cannot be handled fails and is retried with backoff by the queue, then
-//! dead-lettered. The archive and the job queue share the backbone's Redis today, so an
-//! outage stops the claims as well and spends no attempts.
+//! dead-lettered. When the archive shares the backbone's Redis with the queue, an outage
+//! stops the claims as well and spends no attempts; when it is in Firestore, an outage
+//! longer than the retries (5 attempts, backoff up to 30 s) dead-letters archive jobs, which
+//! stay in the queue's dead-letter stream to be replayed.
 //!
 //! The payload is text: `<tenant>\n<global offset>:<global epoch>:<actor offset>:<actor
 //! epoch>\n<event payload>`; the Redis store's scripts write the same format.

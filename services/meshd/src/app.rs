@@ -144,7 +144,7 @@ impl App {
             .max_encoding_message_size(server_settings.max_encoding_message_size);
         // One document store for every service: Firestore (cached in Redis) when configured.
         let documents = crate::storage::documents(&self.settings, &backbone).await?;
-        let durable_documents = self.settings.documents.firestore.is_some().then(|| documents.clone());
+        let durable_documents = documents.durable.then(|| documents.cached.clone());
         let targets = self.health_targets(&backbone, durable_documents.as_ref());
         let monitor =
             health::spawn_monitor(reporter.clone(), targets.clone(), HEALTH_PROBE_INTERVAL, stopping.clone()).await;
@@ -192,14 +192,26 @@ impl App {
             routes.add_service(session);
         }
         if selected("feed") {
-            let feed =
-                crate::feed::start(&self.settings, &backbone, durable_documents.clone(), &mut tasks, &background)?;
+            let feed = crate::feed::start(
+                &self.settings,
+                &backbone,
+                documents.durable.then(|| documents.direct.clone()),
+                &mut tasks,
+                &background,
+            )?;
             routes.add_service(feed);
         }
         let mut blob_routes = None;
         if selected("storage") {
             let listen = listener.local_addr()?;
-            let storage = crate::storage::start(&self.settings, &backbone, documents, listen, &mut tasks, &background)?;
+            let storage = crate::storage::start(
+                &self.settings,
+                &backbone,
+                documents.cached.clone(),
+                listen,
+                &mut tasks,
+                &background,
+            )?;
             routes.add_service(storage.server);
             blob_routes = storage.routes;
         }

@@ -19,23 +19,40 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backbone::Backbone;
 
+/// The process's document store.
+#[derive(Clone)]
+pub struct Documents {
+    /// Reads by key through the Redis cache when there is one: for repositories that read
+    /// documents by key (files, accounts).
+    pub cached: Arc<dyn DocumentStore>,
+    /// The store itself: for writers whose documents are read only by query (the feed
+    /// archive), which the cache would only fill with entries nobody reads.
+    pub direct: Arc<dyn DocumentStore>,
+    /// Whether it is durable and shared (Firestore), not this process's memory.
+    pub durable: bool,
+}
+
 /// The document store `[documents]` selects.
-pub async fn documents(settings: &Settings, backbone: &Backbone) -> anyhow::Result<Arc<dyn DocumentStore>> {
+pub async fn documents(settings: &Settings, backbone: &Backbone) -> anyhow::Result<Documents> {
     let Some(firestore) = &settings.documents.firestore else {
         if backbone.redis.is_some() {
             tracing::warn!(
                 "documents are kept in memory although redis.url is set: every instance has its own; set [documents.firestore]"
             );
         }
-        return Ok(Arc::new(MemoryDocuments::new()));
+        let memory: Arc<dyn DocumentStore> = Arc::new(MemoryDocuments::new());
+        return Ok(Documents { cached: memory.clone(), direct: memory, durable: false });
     };
-    let store = FirestoreDocuments::connect(firestore)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot reach Firestore ({}): {error}", firestore.project_id))?;
-    Ok(match &backbone.redis {
-        Some(pool) => Arc::new(CachedDocuments::new(store, pool.clone(), settings.documents.cache.clone())),
-        None => Arc::new(store),
-    })
+    let store: Arc<dyn DocumentStore> = Arc::new(
+        FirestoreDocuments::connect(firestore)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot reach Firestore ({}): {error}", firestore.project_id))?,
+    );
+    let cached: Arc<dyn DocumentStore> = match &backbone.redis {
+        Some(pool) => Arc::new(CachedDocuments::new(store.clone(), pool.clone(), settings.documents.cache.clone())),
+        None => store.clone(),
+    };
+    Ok(Documents { cached, direct: store, durable: true })
 }
 
 /// The blob store `[storage]` selects; local stores sign URLs for `http://<listen>` unless

@@ -254,7 +254,7 @@ impl FeedArchive for RedisFeedArchive {
 /// Keeps the events with a position in `feed` and puts them in feed order: by the earliest
 /// time of their epoch's events, then epoch text, then offset (then event id, so the order
 /// is total even for a malformed log).
-fn in_feed_order(feed: &FeedName, events: impl IntoIterator<Item = ArchivedEvent>) -> Vec<ArchivedEvent> {
+pub(super) fn in_feed_order(feed: &FeedName, events: impl IntoIterator<Item = ArchivedEvent>) -> Vec<ArchivedEvent> {
     let mut placed: Vec<(Position, ArchivedEvent)> = events
         .into_iter()
         .filter_map(|archived| {

@@ -40,10 +40,9 @@
 //! start, epoch, offset, as [`MemoryFeedArchive`](super::MemoryFeedArchive) does): an epoch's
 //! start can move when an older event is appended late, so no stored field keeps that order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use mesh_core::FieldViolation;
 use mesh_core::broker::{Epoch, Position};
@@ -54,7 +53,7 @@ use mesh_core::documents::{
 use serde_json::{Value, json};
 
 use super::BoxFuture;
-use super::archive::{ArchivedEvent, FeedArchive};
+use super::archive::{ArchivedEvent, FeedArchive, in_feed_order};
 use crate::domain::{FeedError, FeedEvent, FeedName};
 
 /// The archive in a document store; see the module docs.
@@ -361,28 +360,6 @@ fn decode_position(raw: &str) -> Result<Position, FeedError> {
     let bad = || FeedError::Unavailable(format!("a malformed archived position: {raw}"));
     let (offset, epoch) = raw.split_once(':').ok_or_else(bad)?;
     Ok(Position { offset: offset.parse().map_err(|_| bad())?, epoch: Epoch(Arc::from(epoch)) })
-}
-
-/// Keeps the events with a position in `feed` and puts them in feed order: by the earliest
-/// time of their epoch's events, then epoch text, then offset, then event id. The same order
-/// as `archive::in_feed_order`, which is private to that module.
-fn in_feed_order(feed: &FeedName, events: Vec<ArchivedEvent>) -> Vec<ArchivedEvent> {
-    let mut placed: Vec<(Position, ArchivedEvent)> = events
-        .into_iter()
-        .filter_map(|archived| {
-            let position = archived.positions.iter().find(|(name, _)| name == feed)?.1.clone();
-            Some((position, archived))
-        })
-        .collect();
-    let mut epoch_start: HashMap<Epoch, SystemTime> = HashMap::new();
-    for (position, archived) in &placed {
-        let time = archived.event.time();
-        epoch_start.entry(position.epoch.clone()).and_modify(|start| *start = (*start).min(time)).or_insert(time);
-    }
-    placed.sort_by_cached_key(|(position, archived)| {
-        (epoch_start[&position.epoch], position.epoch.0.clone(), position.offset, archived.event.event_id())
-    });
-    placed.into_iter().map(|(_, archived)| archived).collect()
 }
 
 #[cfg(test)]
