@@ -379,7 +379,7 @@ fn cors_layer(settings: &ServerSettings) -> CorsLayer {
     let expose_headers = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
     CorsLayer::new()
         .allow_origin(origins)
-        .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
+        .allow_methods([Method::POST, Method::GET, Method::PUT, Method::OPTIONS])
         .allow_headers(allow_headers.map(HeaderName::from_static))
         .expose_headers(expose_headers.map(HeaderName::from_static))
         .max_age(Duration::from_secs(24 * 60 * 60))

@@ -47,7 +47,14 @@ pub fn start(
     };
     // The archive is what read models are rebuilt from: the durable store when there is one.
     let archive: Arc<dyn FeedArchive> = match (documents, &backbone.redis) {
-        (Some(documents), _) => Arc::new(DocumentFeedArchive::new(documents)),
+        (Some(documents), redis) => {
+            if redis.is_some() {
+                tracing::info!(
+                    "the feed archive is in Firestore ([documents.firestore]); an archive kept in Redis before is not read"
+                );
+            }
+            Arc::new(DocumentFeedArchive::new(documents))
+        }
         (None, Some(pool)) => Arc::new(RedisFeedArchive::new(pool.clone())),
         (None, None) => Arc::new(MemoryFeedArchive::default()),
     };

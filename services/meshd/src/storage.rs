@@ -57,8 +57,19 @@ pub async fn documents(settings: &Settings, backbone: &Backbone) -> anyhow::Resu
 
 /// The blob store `[storage]` selects; local stores sign URLs for `http://<listen>` unless
 /// `storage.public_url` says otherwise.
-fn blobs(settings: &Settings, listen: SocketAddr) -> Result<Blobs, ConfigError> {
+fn blobs(settings: &Settings, listen: SocketAddr, shared: bool) -> Result<Blobs, ConfigError> {
     let storage = &settings.storage;
+    let served_here = matches!(storage.blobs, BlobBackend::Local | BlobBackend::Memory);
+    if served_here && storage.public_url.is_none() && listen.ip().is_unspecified() {
+        return Err(ConfigError::new(
+            "storage.public_url",
+            format!("meshd listens on {listen}, which is no address a client can reach its signed URLs at"),
+            "the base URL clients reach this instance at, e.g. https://files.example.com",
+        ));
+    }
+    if served_here && shared && storage.signing_key.is_none() {
+        tracing::warn!("storage.signing_key is not set: blob URLs work only on the instance that signed them");
+    }
     let base_url = storage.public_url.clone().unwrap_or_else(|| format!("http://{listen}"));
     let base_url = base_url.trim_end_matches('/').to_owned();
     let signing = || match &storage.signing_key {
@@ -99,7 +110,8 @@ pub fn start(
     tasks: &mut JoinSet<()>,
     stop: &CancellationToken,
 ) -> Result<StorageParts, ConfigError> {
-    let blobs = blobs(settings, listen)?;
+    let shared = backbone.redis.is_some();
+    let blobs = blobs(settings, listen, shared)?;
     let storage = Storage::new(Files::new(documents), blobs.clone(), backbone.broker.clone(), settings.storage.clone());
     let largest = std::iter::once(&settings.storage.limits)
         .chain(settings.storage.tenant_limits.values())
@@ -112,7 +124,14 @@ pub fn start(
         Some(key) => Sealer::from_base64(key.expose()).ok_or_else(|| {
             ConfigError::new("storage.page_token_key", "not 32 bytes of URL-safe base64", "43 characters of base64url")
         })?,
-        None => Sealer::random(),
+        None => {
+            if shared {
+                tracing::warn!(
+                    "storage.page_token_key is not set: ListFiles page tokens work only on the instance that issued them"
+                );
+            }
+            Sealer::random()
+        }
     };
     let grpc = StorageGrpc::new(storage, backbone.hub.clone(), backbone.subscription, page_tokens);
     Ok(StorageParts {

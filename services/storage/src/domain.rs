@@ -1,7 +1,9 @@
 //! The pure types and rules of Storage: file metadata, its life cycle and the limits of an
 //! upload. No I/O, no transport types.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use mesh_core::documents::whole_micros;
 
 use mesh_core::FieldViolation;
 pub use mesh_core::config::UploadLimits;
@@ -261,21 +263,6 @@ fn is_mime_type(raw: &str) -> bool {
     let token =
         |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
     matches!(essence.split_once('/'), Some((kind, subtype)) if token(kind) && token(subtype))
-}
-
-/// `time` cut to whole microseconds, as it is stored.
-fn whole_micros(time: SystemTime) -> SystemTime {
-    from_micros(to_micros(time))
-}
-
-/// Microseconds since the Unix epoch: how times are stored.
-pub fn to_micros(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
-}
-
-/// The time `micros` microseconds after the Unix epoch (the epoch for negative values).
-pub fn from_micros(micros: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -62,9 +62,3 @@ impl From<StorageError> for Error {
         }
     }
 }
-
-impl From<StorageError> for tonic::Status {
-    fn from(error: StorageError) -> Self {
-        Error::from(error).into()
-    }
-}

@@ -48,7 +48,7 @@ impl std::fmt::Debug for StorageGrpc {
 }
 
 fn status(error: StorageError) -> Status {
-    Status::from(error)
+    Status::from(mesh_core::Error::from(error))
 }
 
 fn invalid(violations: Vec<FieldViolation>) -> Status {

@@ -141,18 +141,40 @@ impl Storage {
         let path = object_path(&stored.file)?;
         let info = self.blobs.head(&path).await?.ok_or(StorageError::ObjectMissing)?;
         let sha256 = match (&stored.file.upload.sha256, info.size == stored.file.upload.size) {
-            (Some(_), true) => self.blobs.sha256_hex(&path).await?,
+            // the object went between the two reads: as if it never came
+            (Some(_), true) => Some(self.blobs.sha256_hex(&path).await?.ok_or(StorageError::ObjectMissing)?),
             _ => None,
         };
-        let next = stored.file.verified(info.size, sha256.as_deref(), SystemTime::now());
-        match self.files.replace(&stored, next).await {
+        let now = SystemTime::now();
+        let next = stored.file.verified(info.size, sha256.as_deref(), now);
+        let failed = next.status == FileStatus::Failed;
+        // a failed upload's object goes now, and again once its URL cannot write any more
+        let purge = failed.then(|| self.purge_time(&next, now));
+        match self.files.replace(&stored, next, purge).await {
             Ok(done) => {
+                if failed {
+                    self.remove_object(&done.file).await;
+                }
                 self.announce(&done.file).await;
                 Ok(done.file)
             }
             // another call completed (or deleted) it meanwhile: report what it left
             Err(StorageError::Conflict) => Ok(self.stored(actor.tenant, id).await?.file),
             Err(error) => Err(error),
+        }
+    }
+
+    /// When the object of `file`, deleted or failed at `now`, is removed for good: once its
+    /// upload URL has expired and the grace period passed, so a late PUT is caught too.
+    fn purge_time(&self, file: &FileRecord, now: SystemTime) -> SystemTime {
+        now.max(file.upload_expires_at) + self.settings.cleanup_grace
+    }
+
+    /// Removes the object of `file` now, best effort (a scheduled purge follows up).
+    async fn remove_object(&self, file: &FileRecord) {
+        let removed = async { self.blobs.delete(&object_path(file)?).await.map_err(StorageError::from) };
+        if let Err(error) = removed.await {
+            tracing::warn!(file = %file.id, %error, "an object could not be removed now; its purge will retry");
         }
     }
 
@@ -202,7 +224,8 @@ impl Storage {
         {
             return Err(StorageError::VersionConflict(stored.file.version));
         }
-        match self.files.delete(&stored).await {
+        let now = SystemTime::now();
+        match self.files.delete(&stored, self.purge_time(&stored.file, now)).await {
             Ok(()) => {}
             Err(StorageError::Conflict) => {
                 return match self.files.get(actor.tenant, id).await? {
@@ -212,20 +235,18 @@ impl Storage {
             }
             Err(error) => return Err(error),
         }
-        // Metadata first: an object left behind by a failure here is unreachable (no URL
-        // can be signed for it) and the upload gate refuses a late PUT.
-        let path = object_path(&stored.file)?;
-        if let Err(error) = self.blobs.delete(&path).await {
-            tracing::warn!(file = %id, %error, "the object of a deleted file could not be removed");
-        }
-        let gone = stored.file.changed(FileStatus::Deleted, None, SystemTime::now());
+        // Metadata first: an object left behind here is unreachable (no URL can be signed for
+        // it, the local stores' upload gate refuses a late PUT), and its purge removes it.
+        self.remove_object(&stored.file).await;
+        let gone = stored.file.changed(FileStatus::Deleted, None, now);
         self.announce(&gone).await;
         Ok(())
     }
 
     /// Fails every upload of any tenant left PENDING past its URL's expiry plus the grace
-    /// period, and removes its object if one was written. Returns how many it failed.
-    pub async fn clean_up(&self, now: SystemTime) -> Result<usize, StorageError> {
+    /// period, and removes the objects of deleted and failed files whose purge is due.
+    /// Returns how many uploads it failed and how many objects it purged.
+    pub async fn clean_up(&self, now: SystemTime) -> Result<(usize, usize), StorageError> {
         let cutoff = now.checked_sub(self.settings.cleanup_grace).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut failed = 0;
         loop {
@@ -238,12 +259,11 @@ impl Storage {
                 );
                 let failure = Failure { reason: FailureReason::UploadExpired, message };
                 let next = stored.file.changed(FileStatus::Failed, Some(failure), now);
-                match self.files.replace(&stored, next).await {
+                // its URL has expired: the object (if any) goes now and stays gone
+                match self.files.replace(&stored, next, Some(now)).await {
                     Ok(done) => {
                         failed += 1;
-                        if let Err(error) = self.blobs.delete(&object_path(&done.file)?).await {
-                            tracing::warn!(file = %done.file.id, %error, "the object of an expired upload could not be removed");
-                        }
+                        self.remove_object(&done.file).await;
                         self.announce(&done.file).await;
                     }
                     // another instance cleaned it up, or it was completed meanwhile
@@ -252,7 +272,21 @@ impl Storage {
                 }
             }
             if batch < CLEANUP_BATCH {
-                return Ok(failed);
+                break;
+            }
+        }
+        let mut purged = 0;
+        loop {
+            let due = self.files.due_purges(now, CLEANUP_BATCH).await?;
+            let batch = due.len();
+            for (tenant, id) in due {
+                // the purge is forgotten only once the object is gone
+                self.blobs.delete(&ObjectPath::new(&tenant, id.as_str())?).await?;
+                self.files.purged(&tenant, &id).await?;
+                purged += 1;
+            }
+            if batch < CLEANUP_BATCH {
+                return Ok((failed, purged));
             }
         }
     }
@@ -267,8 +301,10 @@ impl Storage {
                 _ = ticks.tick() => {}
             }
             match self.clean_up(SystemTime::now()).await {
-                Ok(0) => {}
-                Ok(failed) => tracing::info!(failed, "abandoned uploads failed"),
+                Ok((0, 0)) => {}
+                Ok((failed, purged)) => {
+                    tracing::info!(failed, purged, "cleaned up abandoned uploads and removed objects")
+                }
                 Err(error) => tracing::warn!(%error, "the cleanup of abandoned uploads failed; retrying next interval"),
             }
         }

@@ -2,28 +2,36 @@
 //! `tenants/<tenant>/files/<file id>`, and one per idempotency key at
 //! `tenants/<tenant>/upload_requests/<user>:<request id>`.
 //!
+//! Scheduled removals of objects (of deleted and failed files) are at
+//! `tenants/<tenant>/blob_purges/<file id>`.
+//!
 //! Queries it runs (Firestore needs these composite indexes; see ARCHITECTURE.md):
 //! - ListFiles: `files` by `created_at` descending, optionally with `status ==`;
 //! - the cleanup job: the `files` collection group with `status == PENDING`,
-//!   `upload_expires_at <` a cutoff, ordered by `upload_expires_at`.
+//!   `upload_expires_at <` a cutoff, ordered by `upload_expires_at`; and the `blob_purges`
+//!   collection group by `purge_after <` now (single field).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use mesh_core::documents::{
-    Cursor, Direction, DocKey, Document, DocumentError, DocumentStore, Expect, Fields, Filter, Op, Precondition, Query,
-    Version, Write,
+    self, Cursor, Direction, DocKey, Document, DocumentError, DocumentStore, Expect, Fields, Filter, Op, Precondition,
+    Query, Version, Write,
 };
 use mesh_core::request_id::{REQUEST_ID_TTL, RequestId};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
-use crate::domain::{Failure, FileId, FileRecord, FileStatus, NewUpload, from_micros, to_micros};
+use crate::domain::{Failure, FileId, FileRecord, FileStatus, NewUpload};
+use mesh_core::documents::{from_micros, to_micros};
 
 /// The collection of file metadata.
 pub const FILES: &str = "files";
 /// The collection of CreateUpload idempotency keys.
 pub const UPLOAD_REQUESTS: &str = "upload_requests";
+/// The collection of scheduled object removals (deleted and failed files), by file id.
+pub const BLOB_PURGES: &str = "blob_purges";
 
 /// A file as stored, with the store's version of its document (for compare-and-set).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,18 +86,18 @@ struct StoredRequest {
 }
 
 fn to_fields<T: Serialize>(key: &DocKey, value: &T) -> Result<Fields, StorageError> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::Object(fields)) => Ok(fields),
-        _ => {
-            Err(StorageError::Document(DocumentError::Corrupt { key: key.to_string(), reason: "not an object".into() }))
-        }
-    }
+    Ok(documents::to_fields(&key.to_string(), value)?)
 }
 
-fn from_fields<T: for<'de> Deserialize<'de>>(document: &Document) -> Result<T, StorageError> {
-    serde_json::from_value(serde_json::Value::Object(document.fields.clone())).map_err(|error| {
-        StorageError::Document(DocumentError::Corrupt { key: document.key.to_string(), reason: error.to_string() })
-    })
+fn from_fields<T: DeserializeOwned>(document: &Document) -> Result<T, StorageError> {
+    Ok(documents::from_fields(document)?)
+}
+
+/// The write that schedules the removal of `file`'s object at `at`.
+fn purge_write(file: &FileRecord, at: SystemTime) -> Result<Write, StorageError> {
+    let key = DocKey::new(&file.tenant, BLOB_PURGES, file.id.as_str())?;
+    let fields = to_fields(&key, &serde_json::json!({ "purge_after": to_micros(at) }))?;
+    Ok(Write::Put { key, fields, expect: Expect::Any })
 }
 
 fn file_key(tenant: &str, id: &FileId) -> Result<DocKey, StorageError> {
@@ -216,11 +224,18 @@ impl Files {
     }
 
     /// Replaces `current` with `next` if nobody changed it since it was read; otherwise
-    /// [`StorageError::Conflict`].
-    pub async fn replace(&self, current: &Stored, next: FileRecord) -> Result<Stored, StorageError> {
+    /// [`StorageError::Conflict`]. With `purge_after`, the file's object is also scheduled for
+    /// removal at that time, in the same commit (see [`Files::due_purges`]).
+    pub async fn replace(
+        &self,
+        current: &Stored,
+        next: FileRecord,
+        purge_after: Option<SystemTime>,
+    ) -> Result<Stored, StorageError> {
         let (key, fields) = encode(&next)?;
-        let write = Write::Put { key, fields, expect: Expect::Version(current.revision) };
-        match self.documents.commit(vec![write]).await {
+        let mut writes = vec![Write::Put { key, fields, expect: Expect::Version(current.revision) }];
+        writes.extend(purge_after.map(|at| purge_write(&next, at)).transpose()?);
+        match self.documents.commit(writes).await {
             Ok(committed) => Ok(Stored { file: next, revision: committed.versions[0] }),
             Err(DocumentError::Precondition { kind: Precondition::Changed | Precondition::Missing, .. }) => {
                 Err(StorageError::Conflict)
@@ -229,15 +244,48 @@ impl Files {
         }
     }
 
-    /// Deletes `current` if nobody changed it since it was read; otherwise
-    /// [`StorageError::Conflict`].
-    pub async fn delete(&self, current: &Stored) -> Result<(), StorageError> {
+    /// Deletes `current` if nobody changed it since it was read (otherwise
+    /// [`StorageError::Conflict`]), scheduling its object's removal at `purge_after` in the
+    /// same commit: an object written later through a still valid upload URL goes too.
+    pub async fn delete(&self, current: &Stored, purge_after: SystemTime) -> Result<(), StorageError> {
         let key = file_key(&current.file.tenant, &current.file.id)?;
-        match self.documents.commit(vec![Write::Delete { key, expect: Expect::Version(current.revision) }]).await {
+        let writes = vec![
+            Write::Delete { key, expect: Expect::Version(current.revision) },
+            purge_write(&current.file, purge_after)?,
+        ];
+        match self.documents.commit(writes).await {
             Ok(_) => Ok(()),
             Err(DocumentError::Precondition { .. }) => Err(StorageError::Conflict),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Up to `limit` scheduled object removals of any tenant that are due at `now`: the
+    /// tenant and file id of each.
+    pub async fn due_purges(&self, now: SystemTime, limit: usize) -> Result<Vec<(String, FileId)>, StorageError> {
+        let query = Query::all_tenants(BLOB_PURGES, limit)
+            .filter(Filter::new("purge_after", Op::Lt, to_micros(now)))
+            .order_by("purge_after", Direction::Ascending);
+        let page = self.documents.query(&query).await?;
+        page.documents
+            .iter()
+            .map(|document| {
+                let id = FileId::parse(document.key.id(), "file_id").map_err(|violation| {
+                    StorageError::Document(DocumentError::Corrupt {
+                        key: document.key.to_string(),
+                        reason: violation.description,
+                    })
+                })?;
+                Ok((document.key.tenant().to_owned(), id))
+            })
+            .collect()
+    }
+
+    /// Forgets a scheduled removal once the object is gone.
+    pub async fn purged(&self, tenant: &str, id: &FileId) -> Result<(), StorageError> {
+        let key = DocKey::new(tenant, BLOB_PURGES, id.as_str())?;
+        self.documents.commit(vec![Write::Delete { key, expect: Expect::Any }]).await?;
+        Ok(())
     }
 
     /// A page of `tenant`'s files, newest first, optionally of one status.

@@ -25,13 +25,15 @@
 //! replacing it, so no code may rely on a write removing a field.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use mesh_core::FieldViolation;
 use mesh_core::documents::{
-    DocKey, Document, DocumentError, DocumentStore, Expect, Fields, Precondition, Version, Write,
+    self, DocKey, Document, DocumentError, DocumentStore, Expect, Fields, Precondition, Version, Write, from_micros,
+    to_micros,
 };
 use mesh_core::request_id::{REQUEST_ID_TTL, RequestId};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -307,35 +309,17 @@ fn stored_user_id(document: &Document, raw: &str) -> Result<UserId, AuthError> {
 }
 
 fn to_fields<T: Serialize>(value: &T) -> Result<Fields, AuthError> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::Object(fields)) => Ok(fields),
-        Ok(_) => Err(AuthError::Unavailable("a stored record is not a JSON object".into())),
-        Err(error) => Err(AuthError::Unavailable(format!("cannot encode a stored record: {error}"))),
-    }
+    documents::to_fields("a stored account record", value).map_err(|error| AuthError::Unavailable(error.to_string()))
 }
 
-fn from_fields<T: for<'de> Deserialize<'de>>(document: &Document) -> Result<T, AuthError> {
-    serde_json::from_value(serde_json::Value::Object(document.fields.clone()))
-        .map_err(|error| corrupt(document, error.to_string()))
-}
-
-/// Microseconds since the Unix epoch (negative before it, saturating).
-fn to_micros(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
-        Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |micros| -micros),
-    }
-}
-
-/// The time `micros` microseconds from the Unix epoch (the epoch if out of range).
-fn from_micros(micros: i64) -> SystemTime {
-    let distance = Duration::from_micros(micros.unsigned_abs());
-    let time = if micros >= 0 { UNIX_EPOCH.checked_add(distance) } else { UNIX_EPOCH.checked_sub(distance) };
-    time.unwrap_or(UNIX_EPOCH)
+fn from_fields<T: DeserializeOwned>(document: &Document) -> Result<T, AuthError> {
+    documents::from_fields(document).map_err(|error| corrupt(document, error.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use mesh_core::documents::{BoxFuture as DocFuture, Committed, MemoryDocuments, Page, Query};
     use serde_json::json;
 
@@ -362,15 +346,6 @@ mod tests {
 
     async fn put(documents: &MemoryDocuments, key: DocKey, value: serde_json::Value) {
         documents.commit(vec![Write::Put { key, fields: fields(value), expect: Expect::Any }]).await.unwrap();
-    }
-
-    #[test]
-    fn times_keep_microseconds_on_both_sides_of_the_epoch() {
-        for micros in [0, 1, 1_700_000_000_123_456, -1, -86_400_000_001] {
-            assert_eq!(to_micros(from_micros(micros)), micros);
-        }
-        let nanos = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
-        assert_eq!(to_micros(nanos), 1_700_000_000_123_456, "nanoseconds are dropped");
     }
 
     #[tokio::test]

@@ -457,10 +457,48 @@ fn validate_storage(settings: &Settings) -> Result<(), ConfigError> {
             "a value within the range the message gives",
         ));
     }
-    if let Some(firestore) = &settings.documents.firestore
-        && firestore.project_id.trim().is_empty()
-    {
-        return Err(ConfigError::new("documents.firestore.project_id", "it is empty", "the Google Cloud project id"));
+    if let Some(firestore) = &settings.documents.firestore {
+        if firestore.project_id.trim().is_empty() {
+            return Err(ConfigError::new(
+                "documents.firestore.project_id",
+                "it is empty",
+                "the Google Cloud project id",
+            ));
+        }
+        if firestore.database_id.as_ref().is_some_and(|id| id.trim().is_empty()) {
+            return Err(ConfigError::new(
+                "documents.firestore.database_id",
+                "it is empty",
+                "a database id, or unset for (default)",
+            ));
+        }
+        if let Some(host) = &firestore.emulator_host
+            && host.rsplit_once(':').is_none_or(|(name, port)| name.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(ConfigError::new(
+                "documents.firestore.emulator_host",
+                format!("`{host}` is not host:port"),
+                "host:port, e.g. 127.0.0.1:8080",
+            ));
+        }
+        if let Some(file) = &firestore.credentials_file
+            && !file.is_file()
+        {
+            return Err(ConfigError::new(
+                "documents.firestore.credentials_file",
+                format!("{} is not a readable file", file.display()),
+                "a service account key file",
+            ));
+        }
+        check_range(
+            "documents.firestore.call_timeout",
+            firestore.call_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(600),
+        )?;
+    }
+    if settings.documents.cache.backoff_base.is_zero() {
+        return Err(ConfigError::new("documents.cache.backoff_base", "it is zero", "a duration such as 200ms"));
     }
     let storage = &settings.storage;
     check_key("storage.signing_key", storage.signing_key.as_ref())?;
@@ -470,8 +508,9 @@ fn validate_storage(settings: &Settings) -> Result<(), ConfigError> {
     check_range("storage.cleanup_grace", storage.cleanup_grace, Duration::ZERO, 30 * DAY)?;
     check_range("storage.cleanup_interval", storage.cleanup_interval, Duration::from_millis(10), DAY)?;
     if let Some(url) = &storage.public_url
-        && !(is_origin(url.trim_end_matches('/'))
-            || url.parse::<http::Uri>().is_ok_and(|uri| uri.scheme().is_some() && uri.host().is_some()))
+        && !url.parse::<http::Uri>().is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() && uri.query().is_none()
+        })
     {
         return Err(ConfigError::new(
             "storage.public_url",
@@ -482,7 +521,17 @@ fn validate_storage(settings: &Settings) -> Result<(), ConfigError> {
     let limits = std::iter::once(("storage.limits".to_owned(), &storage.limits)).chain(
         storage.tenant_limits.iter().map(|(tenant, limits)| (format!("storage.tenant_limits.{tenant}"), limits)),
     );
+    if let Some(tenant) = storage.tenant_limits.keys().find(|tenant| !crate::auth::is_valid_principal_id(tenant)) {
+        return Err(ConfigError::new(
+            format!("storage.tenant_limits.{tenant}"),
+            "it is not a tenant id",
+            "tenant ids as tokens carry them",
+        ));
+    }
     for (key, limits) in limits {
+        if limits.max_size_bytes > i64::MAX as u64 {
+            return Err(ConfigError::new(format!("{key}.max_size_bytes"), "it is above 2^63 - 1", "a size in bytes"));
+        }
         if limits.content_types.is_empty() {
             return Err(ConfigError::new(
                 format!("{key}.content_types"),

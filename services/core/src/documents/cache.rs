@@ -16,9 +16,12 @@
 //!   reads are still served and everything that needs the store fails fast with
 //!   UNAVAILABLE; the first call after the backoff tries the store again, and a success
 //!   closes the breaker.
-//! - **Redis down**: reads go to the store directly, and a failed cache update after a commit
-//!   is logged. An entry Redis kept from before the outage may then outlive a write made
-//!   during it, until its TTL.
+//! - **Redis down or slow** (each Redis call has the call timeout too): reads go to the store
+//!   directly. When the cache update after a commit fails, the written entries are deleted
+//!   instead; a commit that fails a precondition or goes unanswered deletes them as well, so
+//!   a compare-and-set loop never keeps reading a stale entry. Only when Redis refuses even
+//!   that delete (logged as an error) can an entry kept from before the outage outlive a
+//!   write made during it, until its TTL.
 //!
 //! Queries are not cached: they always ask the store (through the breaker).
 
@@ -227,12 +230,34 @@ impl<S: DocumentStore> CachedDocuments<S> {
         let misses = || keys.iter().map(|_| None).collect();
         let Some(mut connection) = self.connection().await else { return misses() };
         let names: Vec<String> = keys.iter().map(cache_key).collect();
-        match redis::cmd("MGET").arg(&names).query_async::<Vec<Option<String>>>(&mut *connection).await {
-            Ok(raw) => keys.iter().zip(raw).map(|(key, raw)| raw.and_then(|raw| decode(key, &raw))).collect(),
-            Err(error) => {
+        let mut mget = redis::cmd("MGET");
+        mget.arg(&names);
+        let read = mget.query_async::<Vec<Option<String>>>(&mut *connection);
+        match tokio::time::timeout(self.settings.call_timeout, read).await {
+            Ok(Ok(raw)) => keys.iter().zip(raw).map(|(key, raw)| raw.and_then(|raw| decode(key, &raw))).collect(),
+            Ok(Err(error)) => {
                 tracing::warn!(%error, "document cache: read failed; asking the store");
                 misses()
             }
+            Err(_) => {
+                tracing::warn!("document cache: no answer from redis in time; asking the store");
+                misses()
+            }
+        }
+    }
+
+    /// Deletes the entries of `keys` (best effort: a failure is logged; an entry that stays is
+    /// replaced by the next newer write or expires with its TTL).
+    async fn forget<'k>(&self, keys: impl Iterator<Item = &'k DocKey>) {
+        let names: Vec<String> = keys.map(cache_key).collect();
+        let forget = async {
+            let mut connection = self.connection().await.ok_or("no redis connection")?;
+            redis::cmd("DEL").arg(&names).query_async::<()>(&mut *connection).await.map_err(|_| "DEL failed")
+        };
+        match tokio::time::timeout(self.settings.call_timeout, forget).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(error, ?names, "document cache: stale entries could not be dropped"),
+            Err(_) => tracing::error!(?names, "document cache: stale entries could not be dropped in time"),
         }
     }
 
@@ -255,7 +280,10 @@ impl<S: DocumentStore> CachedDocuments<S> {
                 )
                 .ignore();
         }
-        pipeline.query_async::<()>(&mut *connection).await.map_err(|error| error.to_string())
+        match tokio::time::timeout(self.settings.call_timeout, pipeline.query_async::<()>(&mut *connection)).await {
+            Ok(result) => result.map_err(|error| error.to_string()),
+            Err(_) => Err("no answer from redis in time".into()),
+        }
     }
 }
 
@@ -284,11 +312,23 @@ impl<S: DocumentStore> DocumentStore for CachedDocuments<S> {
         Box::pin(async move {
             let keys: Vec<(DocKey, Option<Fields>)> =
                 writes.iter().map(|write| (write.key().clone(), write.fields().cloned())).collect();
-            let committed = self.guarded(self.store.commit(writes)).await?;
+            let committed = match self.guarded(self.store.commit(writes)).await {
+                Ok(committed) => committed,
+                Err(error) => {
+                    // A failed precondition means a cached entry may be behind the store (the
+                    // caller read it there), and an unanswered commit may have been applied:
+                    // either way the entries go, so the next read asks the store.
+                    if matches!(error, DocumentError::Precondition { .. } | DocumentError::Unavailable(_)) {
+                        self.forget(keys.iter().map(|(key, _)| key)).await;
+                    }
+                    return Err(error);
+                }
+            };
             let entries =
                 keys.iter().zip(&committed.versions).map(|((key, fields), version)| (key, fields.as_ref(), *version));
             if let Err(error) = self.fill(entries.collect()).await {
-                tracing::warn!(%error, "document cache: update after a commit failed; entries may be stale until their TTL");
+                tracing::warn!(%error, "document cache: update after a commit failed; dropping the entries");
+                self.forget(keys.iter().map(|(key, _)| key)).await;
             }
             Ok(committed)
         })

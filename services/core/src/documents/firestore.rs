@@ -27,7 +27,7 @@ use super::{
 };
 
 /// Section `[documents.firestore]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FirestoreSettings {
     /// The Google Cloud project. Key `documents.firestore.project_id`.
@@ -40,6 +40,22 @@ pub struct FirestoreSettings {
     /// A service account key file; unset: the application default credentials. Key
     /// `documents.firestore.credentials_file`.
     pub credentials_file: Option<PathBuf>,
+    /// The longest one call may take; a slower call fails as unavailable. Key
+    /// `documents.firestore.call_timeout`, default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: std::time::Duration,
+}
+
+impl Default for FirestoreSettings {
+    fn default() -> Self {
+        Self {
+            project_id: String::new(),
+            database_id: None,
+            emulator_host: None,
+            credentials_file: None,
+            call_timeout: std::time::Duration::from_secs(2),
+        }
+    }
 }
 
 /// Documents in Firestore; see the module docs.
@@ -50,6 +66,8 @@ pub struct FirestoreDocuments {
     database: String,
     /// `<database>/documents`.
     root: String,
+    /// The longest one call may take.
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for FirestoreDocuments {
@@ -85,7 +103,7 @@ impl FirestoreDocuments {
         .map_err(unavailable)?;
         let database = format!("projects/{}/databases/{}", options.google_project_id, options.database_id);
         let root = format!("{database}/documents");
-        Ok(Self { db, database, root })
+        Ok(Self { db, database, root, timeout: settings.call_timeout })
     }
 
     fn name(&self, key: &DocKey) -> String {
@@ -226,14 +244,34 @@ fn commit_error(status: &tonic::Status) -> DocumentError {
 
 fn read_error(status: &tonic::Status) -> DocumentError {
     match status.code() {
-        tonic::Code::InvalidArgument => DocumentError::InvalidQuery(status.message().to_owned()),
+        // a request this code built and Firestore refuses (a missing composite index is
+        // FAILED_PRECONDITION): retrying cannot help
+        code @ (tonic::Code::InvalidArgument
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::PermissionDenied
+        | tonic::Code::Unimplemented) => {
+            tracing::error!(?code, message = status.message(), "firestore refused a request");
+            DocumentError::Rejected(format!("firestore answered {code:?}: {}", status.message()))
+        }
         code => DocumentError::Unavailable(format!("firestore answered {code:?}: {}", status.message())),
+    }
+}
+
+impl FirestoreDocuments {
+    /// Runs one call within the call timeout.
+    async fn timed<T>(&self, call: impl Future<Output = Result<T, DocumentError>>) -> Result<T, DocumentError> {
+        tokio::time::timeout(self.timeout, call).await.unwrap_or_else(|_| {
+            Err(DocumentError::Unavailable(format!(
+                "no answer from firestore within {}",
+                humantime::format_duration(self.timeout)
+            )))
+        })
     }
 }
 
 impl DocumentStore for FirestoreDocuments {
     fn get<'a>(&'a self, keys: &'a [DocKey]) -> BoxFuture<'a, Result<Vec<Option<Document>>, DocumentError>> {
-        Box::pin(async move {
+        Box::pin(self.timed(async move {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
@@ -258,11 +296,11 @@ impl DocumentStore for FirestoreDocuments {
                     found.remove(&name).map(|document| self.document(document, key.collection())).transpose()
                 })
                 .collect()
-        })
+        }))
     }
 
     fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<Committed, DocumentError>> {
-        Box::pin(async move {
+        Box::pin(self.timed(async move {
             check_distinct(&writes)?;
             if writes.is_empty() {
                 return Err(DocumentError::InvalidCommit("a commit needs at least one write".into()));
@@ -280,11 +318,11 @@ impl DocumentStore for FirestoreDocuments {
                 response.write_results.into_iter().map(|result| result.update_time.map_or(at, version_of)).collect();
             versions.resize(count, at);
             Ok(Committed { versions, at })
-        })
+        }))
     }
 
     fn query<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Page, DocumentError>> {
-        Box::pin(async move {
+        Box::pin(self.timed(async move {
             query.check()?;
             let (parent, structured) = self.structured_query(query);
             let request = fs::RunQueryRequest {
@@ -300,7 +338,7 @@ impl DocumentStore for FirestoreDocuments {
                 }
             }
             Ok(Page::from_matches(query, documents))
-        })
+        }))
     }
 }
 

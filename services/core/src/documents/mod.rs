@@ -21,6 +21,7 @@
 //! - [`DocumentStore::commit`] applies several writes atomically: all of them or none.
 
 mod cache;
+mod codec;
 mod firestore;
 mod memory;
 mod query;
@@ -33,6 +34,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 pub use cache::{CacheSettings, CachedDocuments};
+pub use codec::{from_fields, from_micros, to_fields, to_micros, whole_micros};
 pub use firestore::{FirestoreDocuments, FirestoreSettings};
 pub use memory::MemoryDocuments;
 pub use query::{Cursor, Direction, Filter, MAX_PAGE_SIZE, Op, Page, Query, Scope};
@@ -260,6 +262,10 @@ pub enum DocumentError {
         /// Which precondition.
         kind: Precondition,
     },
+    /// The store refused a well-formed request it should have served (e.g. a query whose
+    /// index is missing): a deployment problem, not retryable.
+    #[error("document store refused the request: {0}")]
+    Rejected(String),
     /// The store is unreachable, failed, or its breaker is open; retryable.
     #[error("document store unavailable: {0}")]
     Unavailable(String),
@@ -292,7 +298,9 @@ impl From<DocumentError> for crate::Error {
                 crate::Error::unavailable("BACKEND_UNAVAILABLE", "the document store is unavailable")
                     .with_source(anyhow::anyhow!(detail))
             }
-            error @ (DocumentError::Corrupt { .. } | DocumentError::InvalidCommit(_)) => crate::Error::internal(error),
+            error @ (DocumentError::Corrupt { .. } | DocumentError::InvalidCommit(_) | DocumentError::Rejected(_)) => {
+                crate::Error::internal(error)
+            }
         }
     }
 }

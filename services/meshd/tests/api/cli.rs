@@ -148,6 +148,25 @@ async fn each_invalid_setting_exits_with_code_2_and_names_its_key() {
         (vec![], vec![dev, ("MESH__FEED__PUBLISH_RATE", "0")], "feed.publish_rate"),
         (vec![], vec![dev, ("MESH__FEED__MAX_STREAMS_PER_CALLER", "0")], "feed.max_streams_per_caller"),
         (vec![], vec![dev, ("MESH__FEED__PAGE_TOKEN_KEY", "hunter2")], "feed.page_token_key"),
+        (vec![], vec![dev, ("MESH__STORAGE__SIGNING_KEY", "hunter2")], "storage.signing_key"),
+        (vec![], vec![dev, ("MESH__STORAGE__PAGE_TOKEN_KEY", "hunter2")], "storage.page_token_key"),
+        (vec![], vec![dev, ("MESH__STORAGE__UPLOAD_URL_TTL", "30days")], "storage.upload_url_ttl"),
+        (vec![], vec![dev, ("MESH__STORAGE__CLEANUP_INTERVAL", "0s")], "storage.cleanup_interval"),
+        (vec![], vec![dev, ("MESH__STORAGE__PUBLIC_URL", "ftp://files.example.com")], "storage.public_url"),
+        (vec![], vec![dev, ("MESH__STORAGE__BLOBS", "tape")], "storage.blobs"),
+        (vec![], vec![dev, ("MESH__STORAGE__BLOBS", "s3")], "storage.s3.bucket"),
+        (vec![], vec![dev, ("MESH__STORAGE__LIMITS__CONTENT_TYPES", "[]")], "storage.limits.content_types"),
+        (vec![], vec![dev, ("MESH__DOCUMENTS__FIRESTORE__PROJECT_ID", " ")], "documents.firestore.project_id"),
+        (
+            vec![],
+            vec![
+                dev,
+                ("MESH__DOCUMENTS__FIRESTORE__PROJECT_ID", "p"),
+                ("MESH__DOCUMENTS__FIRESTORE__EMULATOR_HOST", "nohost"),
+            ],
+            "documents.firestore.emulator_host",
+        ),
+        (vec![], vec![dev, ("MESH__DOCUMENTS__CACHE__TTL", "0s")], "documents.cache.ttl"),
         (vec!["--config".into(), missing.display().to_string()], vec![], "--config"),
         (vec!["--config".into(), bad_toml.display().to_string()], vec![dev], "server.listen"),
         (vec!["--config".into(), unknown_key.display().to_string()], vec![dev], "server.listen_adress"),
@@ -174,11 +193,20 @@ async fn an_invalid_setting_also_stops_the_server_with_code_2() {
 
 #[tokio::test]
 async fn print_config_never_prints_a_secret() {
-    let env = [("MESH__AUTH__DEV_KEY", "true"), ("MESH__REDIS__URL", "redis://:hunter2@redis.invalid:6379")];
+    let key = "SECRETSECRETSECRETSECRETSECRETSECRETSECRET0";
+    let env = [
+        ("MESH__AUTH__DEV_KEY", "true"),
+        ("MESH__REDIS__URL", "redis://:hunter2@redis.invalid:6379"),
+        ("MESH__STORAGE__SIGNING_KEY", key),
+        ("MESH__STORAGE__PAGE_TOKEN_KEY", key),
+        ("MESH__STORAGE__S3__SECRET_ACCESS_KEY", "hunter3"),
+    ];
     let (code, stdout, stderr) = run_meshd(&["print-config"], &env).await;
     assert_eq!(code, 0, "stderr: {stderr}");
     assert!(stdout.contains("[redacted]"), "{stdout}");
-    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
+    for secret in ["hunter2", "hunter3", key] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} printed");
+    }
 }
 
 #[tokio::test]

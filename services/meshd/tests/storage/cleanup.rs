@@ -11,7 +11,7 @@ use crate::support::{Files, Http};
 #[tokio::test]
 async fn an_abandoned_upload_is_failed_and_its_object_removed() {
     let app = TestApp::start_with(|settings| {
-        settings.storage.upload_url_ttl = Duration::from_secs(1);
+        settings.storage.upload_url_ttl = Duration::from_secs(3);
         settings.storage.cleanup_grace = Duration::ZERO;
         settings.storage.cleanup_interval = Duration::from_millis(20);
     })

@@ -237,8 +237,12 @@ fn parse_decimal(text: &str) -> Option<u64> {
 }
 
 /// The expiry of a URL signed now with `ttl`: unix seconds, and as a time.
+/// The expiry of a URL signed now for `ttl`, in whole seconds, rounded up so that the URL
+/// works for at least `ttl` (a zero `ttl` gives a URL that has expired already).
 fn expiry(ttl: Duration) -> (u64, SystemTime) {
-    let expires = unix_seconds(SystemTime::now()).saturating_add(ttl.as_secs());
+    let end = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_add(ttl);
+    let round_up = !ttl.is_zero() && end.subsec_nanos() > 0;
+    let expires = end.as_secs().saturating_add(u64::from(round_up));
     (expires, UNIX_EPOCH + Duration::from_secs(expires))
 }
 
