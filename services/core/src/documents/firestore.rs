@@ -64,8 +64,8 @@ pub struct FirestoreDocuments {
     db: FirestoreDb,
     /// `projects/<project>/databases/<database>`.
     database: String,
-    /// `<database>/documents`.
-    root: String,
+    /// Where its documents are.
+    paths: Paths,
     /// The longest one call may take.
     timeout: std::time::Duration,
 }
@@ -103,9 +103,18 @@ impl FirestoreDocuments {
         .map_err(unavailable)?;
         let database = format!("projects/{}/databases/{}", options.google_project_id, options.database_id);
         let root = format!("{database}/documents");
-        Ok(Self { db, database, root, timeout: settings.call_timeout })
+        Ok(Self { db, database, paths: Paths { root }, timeout: settings.call_timeout })
     }
+}
 
+/// The names Firestore knows documents and queries by, under one database's documents.
+#[derive(Debug, Clone)]
+struct Paths {
+    /// `projects/<project>/databases/<database>/documents`.
+    root: String,
+}
+
+impl Paths {
     fn name(&self, key: &DocKey) -> String {
         format!("{}/{}", self.root, key.path())
     }
@@ -275,7 +284,7 @@ impl DocumentStore for FirestoreDocuments {
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
-            let names: Vec<String> = keys.iter().map(|key| self.name(key)).collect();
+            let names: Vec<String> = keys.iter().map(|key| self.paths.name(key)).collect();
             let request = fs::BatchGetDocumentsRequest {
                 database: self.database.clone(),
                 documents: names.clone(),
@@ -293,7 +302,7 @@ impl DocumentStore for FirestoreDocuments {
             keys.iter()
                 .zip(names)
                 .map(|(key, name)| {
-                    found.remove(&name).map(|document| self.document(document, key.collection())).transpose()
+                    found.remove(&name).map(|document| self.paths.document(document, key.collection())).transpose()
                 })
                 .collect()
         }))
@@ -308,7 +317,7 @@ impl DocumentStore for FirestoreDocuments {
             let count = writes.len();
             let request = fs::CommitRequest {
                 database: self.database.clone(),
-                writes: writes.into_iter().map(|write| self.write(write)).collect(),
+                writes: writes.into_iter().map(|write| self.paths.write(write)).collect(),
                 ..Default::default()
             };
             let response = self.db.client().get().commit(request).await.map_err(|s| commit_error(&s))?.into_inner();
@@ -324,7 +333,7 @@ impl DocumentStore for FirestoreDocuments {
     fn query<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Page, DocumentError>> {
         Box::pin(self.timed(async move {
             query.check()?;
-            let (parent, structured) = self.structured_query(query);
+            let (parent, structured) = self.paths.structured_query(query);
             let request = fs::RunQueryRequest {
                 parent,
                 query_type: Some(fs::run_query_request::QueryType::StructuredQuery(structured)),
@@ -334,7 +343,7 @@ impl DocumentStore for FirestoreDocuments {
             let mut documents = Vec::new();
             while let Some(response) = stream.next().await {
                 if let Some(document) = response.map_err(|s| read_error(&s))?.document {
-                    documents.push(self.document(document, query.collection)?);
+                    documents.push(self.paths.document(document, query.collection)?);
                 }
             }
             Ok(Page::from_matches(query, documents))
@@ -388,5 +397,106 @@ fn from_value(value: fs::Value) -> Json {
             Json::Object(map.fields.into_iter().map(|(name, value)| (name, from_value(value))).collect())
         }
         Some(other) => Json::String(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::documents::query::{Cursor, Filter};
+
+    const ROOT: &str = "projects/p/databases/(default)/documents";
+
+    fn paths() -> Paths {
+        Paths { root: ROOT.into() }
+    }
+
+    fn condition(write: &fs::Write) -> Option<fs::precondition::ConditionType> {
+        write.current_document.clone().and_then(|precondition| precondition.condition_type)
+    }
+
+    #[test]
+    fn writes_carry_their_preconditions() {
+        use fs::precondition::ConditionType;
+        let key = DocKey::new("acme", "files", "f1").unwrap();
+        let fields = json!({"n": 1}).as_object().unwrap().clone();
+        let version = Version { seconds: 1_700_000_000, nanos: 123_000 };
+
+        let create = paths().write(Write::Create { key: key.clone(), fields: fields.clone() });
+        assert_eq!(condition(&create), Some(ConditionType::Exists(false)));
+        let Some(fs::write::Operation::Update(document)) = create.operation else { panic!("an update") };
+        assert_eq!(document.name, format!("{ROOT}/tenants/acme/files/f1"));
+        assert!(create.update_mask.is_none(), "a put replaces the whole document");
+
+        let put = paths().write(Write::Put { key: key.clone(), fields, expect: Expect::Version(version) });
+        assert_eq!(condition(&put), Some(ConditionType::UpdateTime(timestamp_of(version))));
+        let delete = paths().write(Write::Delete { key: key.clone(), expect: Expect::Exists });
+        assert_eq!(condition(&delete), Some(ConditionType::Exists(true)));
+        assert_eq!(delete.operation, Some(fs::write::Operation::Delete(format!("{ROOT}/tenants/acme/files/f1"))));
+        assert_eq!(condition(&paths().write(Write::Delete { key, expect: Expect::Any })), None);
+    }
+
+    #[test]
+    fn a_tenant_query_runs_under_the_tenant_and_continues_after_its_cursor() {
+        use fs::structured_query as sq;
+        let cursor = Cursor { value: json!(42), tenant: "acme".into(), id: "f9".into() };
+        let query = Query::new("acme", "files", 10)
+            .filter(Filter::eq("status", "READY"))
+            .filter(Filter::new("size", crate::documents::Op::Lt, 100))
+            .order_by("created_at", Direction::Descending)
+            .after(Some(cursor));
+        let (parent, structured) = paths().structured_query(&query);
+        assert_eq!(parent, format!("{ROOT}/tenants/acme"));
+        assert_eq!(
+            structured.from,
+            vec![sq::CollectionSelector { collection_id: "files".into(), all_descendants: false }]
+        );
+        assert_eq!(structured.limit, Some(11), "one more than the page tells whether there is a next page");
+        let fields: Vec<(String, i32)> = structured
+            .order_by
+            .iter()
+            .map(|order| (order.field.clone().unwrap().field_path, order.direction))
+            .collect();
+        let descending = sq::Direction::Descending as i32;
+        assert_eq!(fields, [("created_at".to_owned(), descending), ("__name__".to_owned(), descending)]);
+        let start = structured.start_at.expect("a cursor");
+        assert!(!start.before, "the page starts after the cursor");
+        assert_eq!(
+            start.values,
+            vec![
+                to_value(json!(42)),
+                fs::Value {
+                    value_type: Some(fs::value::ValueType::ReferenceValue(format!("{ROOT}/tenants/acme/files/f9")))
+                },
+            ]
+        );
+        let Some(sq::filter::FilterType::CompositeFilter(and)) =
+            structured.r#where.and_then(|filter| filter.filter_type)
+        else {
+            panic!("two filters are one AND")
+        };
+        assert_eq!((and.op, and.filters.len()), (sq::composite_filter::Operator::And as i32, 2));
+    }
+
+    #[test]
+    fn an_all_tenant_query_is_a_collection_group_query_under_the_root() {
+        let (parent, structured) = paths().structured_query(&Query::all_tenants("files", 5));
+        assert_eq!(parent, ROOT);
+        assert!(structured.from[0].all_descendants);
+        assert_eq!(structured.order_by.len(), 1, "by name only");
+        assert!(structured.r#where.is_none() && structured.start_at.is_none());
+    }
+
+    #[test]
+    fn only_our_documents_read_back_and_values_map_both_ways() {
+        let name = format!("{ROOT}/tenants/acme/files/f1");
+        assert_eq!(paths().key_of(&name, "files").unwrap(), DocKey::new("acme", "files", "f1").unwrap());
+        assert!(paths().key_of(&name, "users").is_err(), "another collection");
+        assert!(paths().key_of("projects/q/databases/(default)/documents/tenants/acme/files/f1", "files").is_err());
+        assert!(paths().key_of(&format!("{ROOT}/files/f1"), "files").is_err());
+        let value = json!({"a": [1, "b", null, true, 0.5, {"c": -7}]});
+        assert_eq!(from_value(to_value(value.clone())), value);
     }
 }

@@ -168,6 +168,9 @@ impl Query {
         if self.limit == 0 || self.limit > MAX_PAGE_SIZE {
             return Err(DocumentError::InvalidQuery(format!("the page size must be 1 to {MAX_PAGE_SIZE}")));
         }
+        if let Scope::Tenant(tenant) = &self.scope {
+            super::check_segment("tenant", tenant)?;
+        }
         if let (Some(cursor), Scope::Tenant(tenant)) = (&self.after, &self.scope)
             && &cursor.tenant != tenant
         {

@@ -9,13 +9,14 @@ use prost_types::FileDescriptorProto;
 use tokio_stream::StreamExt;
 use tonic_reflection::pb::{v1, v1alpha};
 
-const EXPECTED_SERVICES: [&str; 6] = [
+const EXPECTED_SERVICES: [&str; 7] = [
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
     "mesh.auth.v1.AuthService",
     "mesh.feed.v1.FeedService",
     "mesh.session.v1.SessionService",
+    "mesh.storage.v1.StorageService",
 ];
 
 async fn ask_v1(

@@ -96,7 +96,7 @@ async fn tampered_expired_misdirected_or_oversized_requests_store_nothing() {
     for (what, method, url, body, expected) in [
         ("a tampered signature", Method::PUT, tampered.as_str(), bytes.clone(), StatusCode::FORBIDDEN),
         ("a prolonged expiry", Method::PUT, later.as_str(), bytes.clone(), StatusCode::FORBIDDEN),
-        ("an expired URL", Method::PUT, earlier.as_str(), bytes.clone(), StatusCode::FORBIDDEN),
+        ("an expiry moved back", Method::PUT, earlier.as_str(), bytes.clone(), StatusCode::FORBIDDEN),
         ("another tenant's path", Method::PUT, other_tenant.as_str(), bytes.clone(), StatusCode::FORBIDDEN),
         ("another method", Method::DELETE, url.as_str(), Vec::new(), StatusCode::FORBIDDEN),
         ("a larger body", Method::PUT, url.as_str(), b"0123456789AB".to_vec(), StatusCode::PAYLOAD_TOO_LARGE),
