@@ -414,7 +414,7 @@ mod tests {
     }
 
     fn condition(write: &fs::Write) -> Option<fs::precondition::ConditionType> {
-        write.current_document.clone().and_then(|precondition| precondition.condition_type)
+        write.current_document.and_then(|precondition| precondition.condition_type)
     }
 
     #[test]
