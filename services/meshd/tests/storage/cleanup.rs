@@ -36,8 +36,13 @@ async fn an_abandoned_upload_is_failed_and_its_object_removed() {
         .await;
         assert_eq!(failed.failure_reason(), pb::FailureReason::UploadExpired);
         assert_eq!(failed.version, 2);
+        // the object goes right after the status is stored
         let object = app.settings().data_dir.join("blobs/tenants/acme/files").join(&id);
-        assert!(!object.exists(), "its object is removed");
+        eventually("its object is removed", Duration::from_secs(30), || {
+            let gone = !object.exists();
+            async move { gone.then_some(()) }
+        })
+        .await;
     }
     let done = alice.get(&completed.file.unwrap().file_id).await.unwrap();
     assert_eq!(done.status(), pb::FileStatus::Ready, "a completed upload is left alone");

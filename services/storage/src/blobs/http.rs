@@ -33,6 +33,10 @@ use super::path::ObjectPath;
 use super::signing::{Denied, Grant, LocalSigning};
 use super::upload::{Committed, Refused, receive};
 
+/// How long the body of one PUT may take to arrive: a client trickling bytes does not hold a
+/// connection and a staging object for longer.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The routes over `store`, accepting URLs signed by `signing`.
 pub(crate) fn routes(
     store: Arc<dyn ObjectStore>,
@@ -104,7 +108,12 @@ async fn upload(
         Err(object_store::Error::NotFound { .. }) => {}
         Err(error) => return store_failed(path, &error),
     }
-    let staged = match receive(&state.store, body, size, sha256).await {
+    let received = tokio::time::timeout(BODY_DEADLINE, receive(&state.store, body, size, sha256)).await;
+    let Ok(received) = received else {
+        // dropping the unfinished upload discards what was staged
+        return refuse(StatusCode::REQUEST_TIMEOUT, "body not received in time");
+    };
+    let staged = match received {
         Ok(staged) => staged,
         Err(Refused::TooLarge) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body longer than the signed size"),
         Err(Refused::Incomplete) => return refuse(StatusCode::BAD_REQUEST, "body shorter than the signed size"),
