@@ -112,7 +112,11 @@ pub fn start(
 ) -> Result<StorageParts, ConfigError> {
     let shared = backbone.redis.is_some();
     let blobs = blobs(settings, listen, shared)?;
-    let storage = Storage::new(Files::new(documents), blobs.clone(), backbone.broker.clone(), settings.storage.clone());
+    let mut storage =
+        Storage::new(Files::new(documents), blobs.clone(), backbone.broker.clone(), settings.storage.clone());
+    if let Some(pool) = &backbone.redis {
+        storage = storage.with_cleanup_lease(pool.clone());
+    }
     let largest = std::iter::once(&settings.storage.limits)
         .chain(settings.storage.tenant_limits.values())
         .map(|limits| limits.max_size_bytes)

@@ -3,13 +3,15 @@
 //! WatchFiles). The gRPC adapter only decodes, checks the caller and maps results.
 //!
 //! Every change is written to the document store first and published after: a change is
-//! never announced before it is stored. Changes are compare-and-set on the document's
+//! never announced before it is stored. The cleanup runs on one instance per interval (a
+//! Redis lease, when the mesh shares a Redis). Changes are compare-and-set on the document's
 //! version, so of two instances racing on one file (two CompleteUpload calls, two cleanup
 //! sweeps) exactly one applies and announces its change.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use mesh_core::backend::RedisPool;
 use mesh_core::broker::Broker;
 use mesh_core::config::StorageSettings;
 use mesh_core::request_id::RequestId;
@@ -21,6 +23,8 @@ use crate::store::{Created, Files, ListCursor, Stored, changes_channel, encode_c
 
 /// Files handled per cleanup query.
 const CLEANUP_BATCH: usize = 100;
+/// The Redis key of the mesh-wide cleanup lease (no tenant's: `_mesh`).
+const CLEANUP_LEASE: &str = "t:_mesh:storage:cleanup-lease";
 
 /// A new upload: the file and where to PUT its bytes.
 #[derive(Debug, Clone)]
@@ -49,6 +53,9 @@ pub struct Storage {
     blobs: Blobs,
     broker: Arc<dyn Broker>,
     settings: Arc<StorageSettings>,
+    /// The Redis whose lease lets one instance of the mesh sweep per interval (none: this
+    /// process is the only instance).
+    lease: Option<RedisPool>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -65,7 +72,51 @@ impl Storage {
     /// The service on `files`, `blobs` and `broker`, with limits and URL lifetimes from
     /// `settings`.
     pub fn new(files: Files, blobs: Blobs, broker: Arc<dyn Broker>, settings: StorageSettings) -> Self {
-        Self { files, blobs, broker, settings: Arc::new(settings) }
+        Self { files, blobs, broker, settings: Arc::new(settings), lease: None }
+    }
+
+    /// The same service, sweeping only while it holds the mesh-wide cleanup lease in `redis`
+    /// (instances of one mesh share it), so one instance sweeps per interval.
+    pub fn with_cleanup_lease(mut self, redis: RedisPool) -> Self {
+        self.lease = Some(redis);
+        self
+    }
+
+    /// Takes this interval's cleanup lease: whether this instance sweeps now. Without a lease
+    /// store it always does; when Redis cannot answer it does not (the next interval tries).
+    async fn take_lease(&self) -> bool {
+        let Some(pool) = &self.lease else { return true };
+        // a little shorter than the interval, so the next tick of any instance can take it
+        let hold = self.settings.cleanup_interval.mul_f64(0.9).max(Duration::from_millis(1));
+        let take = async {
+            let mut connection = pool.get().await.map_err(|error| error.to_string())?;
+            redis::cmd("SET")
+                .arg(CLEANUP_LEASE)
+                .arg(std::process::id())
+                .arg("NX")
+                .arg("PX")
+                .arg(u64::try_from(hold.as_millis()).unwrap_or(u64::MAX))
+                .query_async::<Option<String>>(&mut *connection)
+                .await
+                .map(|taken| taken.is_some())
+                .map_err(|error| error.to_string())
+        };
+        match take.await {
+            Ok(taken) => taken,
+            Err(error) => {
+                tracing::warn!(%error, "the cleanup lease could not be taken; sweeping next interval");
+                false
+            }
+        }
+    }
+
+    /// One sweep if this instance holds this interval's lease ([`clean_up`](Self::clean_up));
+    /// `None` when another instance does.
+    pub async fn clean_up_if_leased(&self, now: SystemTime) -> Result<Option<(usize, usize)>, StorageError> {
+        if !self.take_lease().await {
+            return Ok(None);
+        }
+        self.clean_up(now).await.map(Some)
     }
 
     /// The settings.
@@ -300,9 +351,9 @@ impl Storage {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            match self.clean_up(SystemTime::now()).await {
-                Ok((0, 0)) => {}
-                Ok((failed, purged)) => {
+            match self.clean_up_if_leased(SystemTime::now()).await {
+                Ok(None | Some((0, 0))) => {}
+                Ok(Some((failed, purged))) => {
                     tracing::info!(failed, purged, "cleaned up abandoned uploads and removed objects")
                 }
                 Err(error) => tracing::warn!(%error, "the cleanup of abandoned uploads failed; retrying next interval"),

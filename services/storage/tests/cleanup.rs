@@ -113,3 +113,20 @@ async fn a_failed_upload_loses_its_object_at_once() {
     assert_eq!(fixture.storage.clean_up(after).await.unwrap(), (0, 1));
     assert!(!fixture.has_object(&file).await);
 }
+
+#[tokio::test]
+async fn with_a_shared_lease_one_instance_sweeps_per_interval() {
+    let redis = mesh_testkit::RedisServer::start().await.unwrap();
+    let pool = mesh_core::backend::redis_pool(&redis.url(), &mesh_core::config::RedisSettings::default()).unwrap();
+    let fixture = Fixture::new();
+    let abandoned = fixture.create(5).await;
+    let first = Fixture::instance(&fixture.documents, &fixture.blobs, &fixture.broker).with_cleanup_lease(pool.clone());
+    let second = Fixture::instance(&fixture.documents, &fixture.blobs, &fixture.broker).with_cleanup_lease(pool);
+
+    let later = SystemTime::now() + TTL + GRACE + Duration::from_secs(1);
+    assert_eq!(first.clean_up_if_leased(later).await.unwrap(), Some((1, 0)), "the first instance takes the lease");
+    assert_eq!(second.clean_up_if_leased(later).await.unwrap(), None, "the second one skips this interval");
+    assert_eq!(fixture.storage.get("acme", &abandoned.id).await.unwrap().status, FileStatus::Failed);
+    // without a lease store, an instance always sweeps
+    assert!(fixture.storage.clean_up_if_leased(later).await.unwrap().is_some());
+}
