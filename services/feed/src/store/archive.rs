@@ -310,11 +310,11 @@ fn decode_record(raw: &str) -> Result<ArchivedEvent, FeedError> {
     Ok(ArchivedEvent { event: FeedEvent::decode(record.event.as_bytes())?, positions })
 }
 
-fn decode_feed(raw: &str) -> Result<FeedName, FeedError> {
+pub(super) fn decode_feed(raw: &str) -> Result<FeedName, FeedError> {
     FeedName::parse(raw, "feed").map_err(|_| FeedError::Unavailable(format!("a malformed archived feed name: {raw}")))
 }
 
-fn decode_position(raw: &str) -> Result<Position, FeedError> {
+pub(super) fn decode_position(raw: &str) -> Result<Position, FeedError> {
     let bad = || FeedError::Unavailable(format!("a malformed archived position: {raw}"));
     let (offset, epoch) = raw.split_once(':').ok_or_else(bad)?;
     Ok(Position { offset: offset.parse().map_err(|_| bad())?, epoch: Epoch(Arc::from(epoch)) })

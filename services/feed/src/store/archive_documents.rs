@@ -45,7 +45,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use mesh_core::FieldViolation;
-use mesh_core::broker::{Epoch, Position};
 use mesh_core::documents::{
     Direction, DocKey, DocumentError, DocumentStore, Expect, Fields, Filter, MAX_PAGE_SIZE, Op, Precondition, Query,
     Write,
@@ -53,7 +52,7 @@ use mesh_core::documents::{
 use serde_json::{Value, json};
 
 use super::BoxFuture;
-use super::archive::{ArchivedEvent, FeedArchive, in_feed_order};
+use super::archive::{ArchivedEvent, FeedArchive, decode_feed, decode_position, in_feed_order};
 use crate::domain::{FeedError, FeedEvent, FeedName};
 
 /// The archive in a document store; see the module docs.
@@ -352,19 +351,11 @@ fn malformed(field: &str) -> FeedError {
     FeedError::Unavailable(format!("an archived event document has no valid {field}"))
 }
 
-fn decode_feed(raw: &str) -> Result<FeedName, FeedError> {
-    FeedName::parse(raw, "feed").map_err(|_| FeedError::Unavailable(format!("a malformed archived feed name: {raw}")))
-}
-
-fn decode_position(raw: &str) -> Result<Position, FeedError> {
-    let bad = || FeedError::Unavailable(format!("a malformed archived position: {raw}"));
-    let (offset, epoch) = raw.split_once(':').ok_or_else(bad)?;
-    Ok(Position { offset: offset.parse().map_err(|_| bad())?, epoch: Epoch(Arc::from(epoch)) })
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
+
+    use mesh_core::broker::{Epoch, Position};
 
     use super::*;
     use crate::domain::{Activity, ActivityId, NewActivity, Tombstone};
