@@ -12,6 +12,7 @@
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`jobs`]: the job queue (memory, Redis Streams): at-least-once, retries, dead letters.
 //! - [`sealed`]: opaque, authenticated tokens (page tokens) bound to their context.
+//! - [`limits`]: per-caller stream limits.
 //! - [`request_id`]: the idempotency key of create calls (AIP-155).
 //! - [`backend`]: health probes of I/O backends (memory and Redis).
 //! - [`telemetry`]: the tracing subscriber (readable or JSON logs).
@@ -27,6 +28,7 @@ pub mod config;
 pub mod documents;
 pub mod error;
 pub mod jobs;
+pub mod limits;
 pub mod request_id;
 pub mod sealed;
 pub mod telemetry;

@@ -8,6 +8,7 @@ use mesh_core::FieldViolation;
 use mesh_core::broker::Publication;
 use mesh_core::broker::hub::Hub;
 use mesh_core::broker::subscription::{ChannelRequest, SubscriptionSettings, subscribe};
+use mesh_core::limits::{StreamSlot, StreamSlots};
 use mesh_core::request_id::RequestId;
 use mesh_core::sealed::Sealer;
 use mesh_core::transport::stream::{ContractMessages, ContractStream};
@@ -39,6 +40,7 @@ pub struct StorageGrpc {
     hub: Hub,
     subscription: SubscriptionSettings,
     page_tokens: Arc<Sealer>,
+    watches: StreamSlots,
 }
 
 impl std::fmt::Debug for StorageGrpc {
@@ -125,7 +127,8 @@ impl StorageGrpc {
     /// The adapter of `storage`; WatchFiles subscribes through `hub` with `subscription`,
     /// ListFiles seals its page tokens with `page_tokens`.
     pub fn new(storage: Storage, hub: Hub, subscription: SubscriptionSettings, page_tokens: Sealer) -> Self {
-        Self { storage, hub, subscription, page_tokens: Arc::new(page_tokens) }
+        let watches = StreamSlots::new(storage.settings().max_watches_per_caller);
+        Self { storage, hub, subscription, page_tokens: Arc::new(page_tokens), watches }
     }
 
     /// The tonic server with the given message size limits.
@@ -264,16 +267,24 @@ impl StorageService for StorageGrpc {
         let since = stream_pb::last_position(request.get_ref().last_position.as_ref(), "last_position")
             .map_err(|violation| invalid(vec![violation]))?;
         let channel = changes_channel(&caller.tenant).map_err(status)?;
+        let slot = self.watches.acquire(&caller.tenant, &caller.user).ok_or_else(|| {
+            Status::from(mesh_core::Error::resource_exhausted(
+                "TOO_MANY_STREAMS",
+                "this caller has the most WatchFiles streams allowed open; close one first",
+                std::time::Duration::from_secs(1),
+            ))
+        })?;
         let requests = vec![ChannelRequest { channel, since }];
         let subscription = subscribe(&self.hub, requests, &self.subscription).await.map_err(Status::from)?;
-        let messages = WatchMessages { tenant: caller.tenant };
+        let messages = WatchMessages { tenant: caller.tenant, _slot: slot };
         Ok(Response::new(Box::pin(ContractStream::new(subscription, messages, self.subscription.heartbeat_interval))))
     }
 }
 
-/// The WatchFiles responses of the stream contract.
+/// The WatchFiles responses of the stream contract; the stream holds its caller's slot.
 struct WatchMessages {
     tenant: String,
+    _slot: StreamSlot,
 }
 
 impl ContractMessages for WatchMessages {

@@ -503,6 +503,7 @@ fn validate_storage(settings: &Settings) -> Result<(), ConfigError> {
     let storage = &settings.storage;
     check_key("storage.signing_key", storage.signing_key.as_ref())?;
     check_key("storage.page_token_key", storage.page_token_key.as_ref())?;
+    check_between("storage.max_watches_per_caller", storage.max_watches_per_caller as u64, 1, 10_000)?;
     check_range("storage.upload_url_ttl", storage.upload_url_ttl, Duration::from_secs(1), 7 * DAY)?;
     check_range("storage.download_url_ttl", storage.download_url_ttl, Duration::from_secs(1), 7 * DAY)?;
     check_range("storage.cleanup_grace", storage.cleanup_grace, Duration::ZERO, 30 * DAY)?;

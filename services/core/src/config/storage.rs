@@ -115,6 +115,9 @@ pub struct StorageSettings {
     /// default `1m`.
     #[serde(with = "humantime_serde")]
     pub cleanup_interval: Duration,
+    /// Concurrent WatchFiles streams per caller (tenant and user, per instance); one more is
+    /// RESOURCE_EXHAUSTED (`TOO_MANY_STREAMS`). Key `storage.max_watches_per_caller`, default 8.
+    pub max_watches_per_caller: usize,
     /// Key of ListFiles page tokens (as `feed.page_token_key`). Key `storage.page_token_key`.
     pub page_token_key: Option<Secret<String>>,
     /// Upload limits of every tenant. Keys `storage.limits.max_size_bytes`,
@@ -140,6 +143,7 @@ impl Default for StorageSettings {
             download_url_ttl: Duration::from_secs(5 * 60),
             cleanup_grace: Duration::from_secs(3600),
             cleanup_interval: Duration::from_secs(60),
+            max_watches_per_caller: 8,
             page_token_key: None,
             limits: UploadLimits::default(),
             tenant_limits: BTreeMap::new(),

@@ -339,3 +339,20 @@ async fn list_files_pages_newest_first_by_status_with_tokens_bound_to_the_caller
         [created[2].clone(), created[0].clone()]
     );
 }
+
+#[tokio::test]
+async fn a_caller_may_hold_only_so_many_watches() {
+    let app = TestApp::start_with(|settings| settings.storage.max_watches_per_caller = 2).await.unwrap();
+    let alice = Files::of(&app, "acme", "alice");
+    let first = alice.watch().await;
+    let _second = alice.watch().await;
+    let refused = alice.try_watch().await.err().expect("a third watch is refused");
+    assert_eq!((refused.code(), reason(&refused).as_deref()), (Code::ResourceExhausted, Some("TOO_MANY_STREAMS")));
+    assert!(Files::of(&app, "acme", "bob").try_watch().await.is_ok(), "the limit is per caller");
+    drop(first);
+    mesh_testkit::eventually("a closed watch frees its slot", std::time::Duration::from_secs(30), || {
+        let alice = alice.clone();
+        async move { alice.try_watch().await.ok() }
+    })
+    .await;
+}

@@ -86,11 +86,16 @@ impl Files {
     }
 
     pub async fn watch(&self) -> Watch {
+        self.try_watch().await.expect("WatchFiles")
+    }
+
+    /// WatchFiles, confirmed, or the status it was refused with.
+    pub async fn try_watch(&self) -> Result<Watch, Status> {
         let request = pb::WatchFilesRequest { last_position: None };
-        let stream = self.client.clone().watch_files(self.request(request)).await.expect("WatchFiles").into_inner();
+        let stream = self.client.clone().watch_files(self.request(request)).await?.into_inner();
         let mut watch = Watch { stream };
         match watch.next_event().await {
-            Event::Confirmed(_) => watch,
+            Event::Confirmed(_) => Ok(watch),
             other => panic!("expected the confirmation, got {other:?}"),
         }
     }
