@@ -142,9 +142,15 @@ impl App {
         let health_service = health_service
             .max_decoding_message_size(server_settings.max_decoding_message_size)
             .max_encoding_message_size(server_settings.max_encoding_message_size);
-        // One document store for every service: Firestore (cached in Redis) when configured.
-        let documents = crate::storage::documents(&self.settings, &backbone).await?;
-        let durable_documents = documents.durable.then(|| documents.cached.clone());
+        // One document store for the services that keep documents: Firestore (cached in
+        // Redis) when configured; not even connected when none of them runs.
+        let keeps_documents = self.services.iter().any(|entry| matches!(entry.name, "auth" | "feed" | "storage"));
+        let documents = match keeps_documents {
+            true => Some(crate::storage::documents(&self.settings, &backbone).await?),
+            false => None,
+        };
+        let durable = documents.as_ref().filter(|documents| documents.durable);
+        let durable_documents = durable.map(|documents| documents.cached.clone());
         let targets = self.health_targets(&backbone, durable_documents.as_ref());
         let monitor =
             health::spawn_monitor(reporter.clone(), targets.clone(), HEALTH_PROBE_INTERVAL, stopping.clone()).await;
@@ -164,7 +170,6 @@ impl App {
         let auth_layer = AuthLayer::new(self.verifier.clone()).with_revocations(revocations.clone());
 
         let selected = |name: &str| self.services.iter().any(|entry| entry.name == name);
-        // One document store for every service: Firestore (cached in Redis) when configured.
         let session = if selected("session") {
             Some(crate::session::start(&self.settings, &backbone, &revocations, &mut tasks, &background).await?)
         } else {
@@ -195,14 +200,14 @@ impl App {
             let feed = crate::feed::start(
                 &self.settings,
                 &backbone,
-                documents.durable.then(|| documents.direct.clone()),
+                durable.map(|documents| documents.direct.clone()),
                 &mut tasks,
                 &background,
             )?;
             routes.add_service(feed);
         }
         let mut blob_routes = None;
-        if selected("storage") {
+        if let Some(documents) = documents.as_ref().filter(|_| selected("storage")) {
             let listen = listener.local_addr()?;
             let storage = crate::storage::start(
                 &self.settings,

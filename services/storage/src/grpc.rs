@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use mesh_core::FieldViolation;
+use mesh_core::auth::Caller;
 use mesh_core::broker::Publication;
 use mesh_core::broker::hub::Hub;
 use mesh_core::broker::subscription::{ChannelRequest, SubscriptionSettings, subscribe};
@@ -55,6 +56,11 @@ fn status(error: StorageError) -> Status {
 
 fn invalid(violations: Vec<FieldViolation>) -> Status {
     status(StorageError::Invalid(violations))
+}
+
+/// The caller as the service's operations see it.
+fn actor(caller: &Caller) -> Actor<'_> {
+    Actor { tenant: &caller.tenant, user: &caller.user, admin: caller.has_scope(ADMIN) }
 }
 
 fn file_id(raw: &str) -> Result<FileId, Status> {
@@ -155,7 +161,7 @@ impl StorageService for StorageGrpc {
         let (Some(upload), Some(request_id)) = (upload, request_id) else {
             return Err(invalid(violations));
         };
-        let actor = Actor { tenant: &caller.tenant, user: &caller.user, admin: caller.has_scope(ADMIN) };
+        let actor = actor(&caller);
         let upload = self.storage.create_upload(actor, upload, request_id.as_ref()).await.map_err(status)?;
         let (upload_url, expires, headers) = match upload.url {
             Some(url) => (url.url, Some(stream_pb::timestamp(url.expires_at)), url.headers),
@@ -175,7 +181,7 @@ impl StorageService for StorageGrpc {
     ) -> Result<Response<pb::CompleteUploadResponse>, Status> {
         let caller = caller(&request)?.clone();
         let id = file_id(&request.get_ref().file_id)?;
-        let actor = Actor { tenant: &caller.tenant, user: &caller.user, admin: caller.has_scope(ADMIN) };
+        let actor = actor(&caller);
         let file = self.storage.complete_upload(actor, &id).await.map_err(status)?;
         Ok(Response::new(pb::CompleteUploadResponse { file: Some(file_pb(&file)) }))
     }
@@ -252,7 +258,7 @@ impl StorageService for StorageGrpc {
         {
             return Err(invalid(vec![FieldViolation::new("expected_version", "must be at least 1 when set")]));
         }
-        let actor = Actor { tenant: &caller.tenant, user: &caller.user, admin: caller.has_scope(ADMIN) };
+        let actor = actor(&caller);
         self.storage.delete(actor, &id, request.expected_version).await.map_err(status)?;
         Ok(Response::new(pb::DeleteFileResponse {}))
     }

@@ -104,47 +104,57 @@ fn file_key(tenant: &str, id: &FileId) -> Result<DocKey, StorageError> {
     Ok(DocKey::new(tenant, FILES, id.as_str())?)
 }
 
+impl StoredFile {
+    /// The stored fields of `file`.
+    fn of(file: &FileRecord) -> Self {
+        Self {
+            owner: file.owner.clone(),
+            file_name: file.upload.file_name.clone(),
+            content_type: file.upload.content_type.clone(),
+            size: i64::try_from(file.upload.size).unwrap_or(i64::MAX),
+            sha256: file.upload.sha256.clone(),
+            status: file.status,
+            failure: file.failure.clone(),
+            version: file.version,
+            created_at: to_micros(file.created_at),
+            updated_at: to_micros(file.updated_at),
+            upload_expires_at: to_micros(file.upload_expires_at),
+        }
+    }
+
+    /// The file `key` names, with these fields.
+    fn into_record(self, key: &DocKey) -> Result<FileRecord, StorageError> {
+        let id = FileId::parse(key.id(), "file_id").map_err(|violation| {
+            StorageError::Document(DocumentError::Corrupt { key: key.to_string(), reason: violation.description })
+        })?;
+        Ok(FileRecord {
+            id,
+            tenant: key.tenant().to_owned(),
+            owner: self.owner,
+            upload: NewUpload {
+                file_name: self.file_name,
+                content_type: self.content_type,
+                size: u64::try_from(self.size).unwrap_or(0),
+                sha256: self.sha256,
+            },
+            status: self.status,
+            failure: self.failure,
+            version: self.version,
+            created_at: from_micros(self.created_at),
+            updated_at: from_micros(self.updated_at),
+            upload_expires_at: from_micros(self.upload_expires_at),
+        })
+    }
+}
+
 fn encode(file: &FileRecord) -> Result<(DocKey, Fields), StorageError> {
     let key = file_key(&file.tenant, &file.id)?;
-    let stored = StoredFile {
-        owner: file.owner.clone(),
-        file_name: file.upload.file_name.clone(),
-        content_type: file.upload.content_type.clone(),
-        size: i64::try_from(file.upload.size).unwrap_or(i64::MAX),
-        sha256: file.upload.sha256.clone(),
-        status: file.status,
-        failure: file.failure.clone(),
-        version: file.version,
-        created_at: to_micros(file.created_at),
-        updated_at: to_micros(file.updated_at),
-        upload_expires_at: to_micros(file.upload_expires_at),
-    };
-    let fields = to_fields(&key, &stored)?;
+    let fields = to_fields(&key, &StoredFile::of(file))?;
     Ok((key, fields))
 }
 
 fn decode(document: &Document) -> Result<Stored, StorageError> {
-    let stored: StoredFile = from_fields(document)?;
-    let id = FileId::parse(document.key.id(), "file_id").map_err(|violation| {
-        StorageError::Document(DocumentError::Corrupt { key: document.key.to_string(), reason: violation.description })
-    })?;
-    let file = FileRecord {
-        id,
-        tenant: document.key.tenant().to_owned(),
-        owner: stored.owner,
-        upload: NewUpload {
-            file_name: stored.file_name,
-            content_type: stored.content_type,
-            size: u64::try_from(stored.size).unwrap_or(0),
-            sha256: stored.sha256,
-        },
-        status: stored.status,
-        failure: stored.failure,
-        version: stored.version,
-        created_at: from_micros(stored.created_at),
-        updated_at: from_micros(stored.updated_at),
-        upload_expires_at: from_micros(stored.upload_expires_at),
-    };
+    let file = from_fields::<StoredFile>(document)?.into_record(&document.key)?;
     Ok(Stored { file, revision: document.version })
 }
 
@@ -342,11 +352,7 @@ struct ChangeWire {
 
 /// The payload announcing that `file` changed at `at`.
 pub fn encode_change(file: &FileRecord, at: SystemTime) -> Result<bytes::Bytes, StorageError> {
-    let (key, fields) = encode(file)?;
-    let stored: StoredFile = serde_json::from_value(serde_json::Value::Object(fields)).map_err(|error| {
-        StorageError::Document(DocumentError::Corrupt { key: key.to_string(), reason: error.to_string() })
-    })?;
-    let wire = ChangeWire { id: file.id.to_string(), at: to_micros(at), file: stored };
+    let wire = ChangeWire { id: file.id.to_string(), at: to_micros(at), file: StoredFile::of(file) };
     serde_json::to_vec(&wire).map(bytes::Bytes::from).map_err(|error| StorageError::Internal(error.into()))
 }
 
@@ -354,7 +360,5 @@ pub fn encode_change(file: &FileRecord, at: SystemTime) -> Result<bytes::Bytes, 
 pub fn decode_change(tenant: &str, payload: &[u8]) -> Result<(FileRecord, SystemTime), StorageError> {
     let wire: ChangeWire = serde_json::from_slice(payload).map_err(|error| StorageError::Internal(error.into()))?;
     let key = DocKey::new(tenant, FILES, &wire.id)?;
-    let fields = to_fields(&key, &wire.file)?;
-    let stored = decode(&Document { key, fields, version: Version { seconds: 0, nanos: 0 } })?;
-    Ok((stored.file, from_micros(wire.at)))
+    Ok((wire.file.into_record(&key)?, from_micros(wire.at)))
 }
